@@ -1,0 +1,32 @@
+#pragma once
+// The statuses meshd answers itself (SPEC §3): one table, used by the data path, the
+// access log and `meshd route`.
+#include <string_view>
+
+namespace meshd::proxy {
+
+enum class LocalReply {
+  bad_request,
+  egress_denied,
+  no_route,
+  request_timeout,
+  rate_limited,
+  headers_too_large,
+  not_implemented,
+  http_version_not_supported,
+  upstream_reset,
+  upstream_connect_failure,
+  no_healthy_upstream,
+  overflow,
+  upstream_timeout,
+};
+
+struct LocalReplyInfo {
+  int status;
+  std::string_view code;     // the x-meshd-error value and the access-log flag's name
+  std::string_view summary;  // the start of the text/plain body
+};
+
+const LocalReplyInfo& info(LocalReply r);
+
+}  // namespace meshd::proxy

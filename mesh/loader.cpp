@@ -76,7 +76,10 @@ void read_config(Reader& r, const YAML::Node& root, MeshConfig& cfg) {
     r.list(v, 0, SIZE_MAX, [&](const YAML::Node& e, std::size_t) {
       VirtualNode& node = cfg.virtual_nodes.emplace_back();
       read_item(r, e, {"name", "spec"}, node.name, node.mark, [&](MapReader& m) {
-        m.required("spec", [&](const YAML::Node& s) { detail::read_virtual_node_spec(r, s, node.spec); });
+        m.required("spec", [&](const YAML::Node& s) {
+          node.spec_mark = yaml::mark_of(s);
+          detail::read_virtual_node_spec(r, s, node.spec);
+        });
       });
     });
   });

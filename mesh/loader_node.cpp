@@ -392,7 +392,10 @@ std::optional<ServiceDiscovery> read_service_discovery(Reader& r, const YAML::No
           r.list(list, 1, SIZE_MAX, [&](const YAML::Node& e, std::size_t) {
             MapReader em(r, e, {"address", "port"});
             StaticEndpoint ep;
-            em.required("address", [&](const YAML::Node& a) { ep.address = r.string(a).value_or(""); });
+            em.required("address", [&](const YAML::Node& a) {
+              ep.address = r.string(a).value_or("");
+              ep.mark = yaml::mark_of(a);
+            });
             em.optional("port", [&](const YAML::Node& p) { ep.port = r.port(p); });
             s.endpoints.push_back(ep);
           });

@@ -248,7 +248,10 @@ void read_http_route(Reader& r, const YAML::Node& n, HttpRoute& out, Protocol ki
   m.required("match", [&](const YAML::Node& v) {
     MapReader mm(r, v, {"prefix", "path", "headers", "method", "scheme", "queryParameters", "port"});
     auto& match = out.match;
-    const int which = mm.one_of({"prefix", "path"});
+    // The Kubernetes controller insists on one of prefix / path, but App Mesh's API took
+    // a match with neither (AWS's multiple-listeners walkthrough matches on port only):
+    // then every path matches (docs/compatibility.md).
+    const int which = mm.one_of({"prefix", "path"}, false);
     if (which == 0) mm.optional("prefix", [&](const YAML::Node& x) { read_prefix(r, x, match.prefix, false); });
     if (which == 1) mm.optional("path", [&](const YAML::Node& x) { match.path = read_path_match(r, x); });
     mm.optional("headers", [&](const YAML::Node& x) { match.headers = read_header_matches(r, x); });
@@ -346,10 +349,7 @@ void read_gateway_http_route(Reader& r, const YAML::Node& n, GatewayHttpRoute& o
   m.required("match", [&](const YAML::Node& v) {
     MapReader mm(r, v, {"prefix", "path", "hostname", "headers", "method", "queryParameters", "port"});
     if (!mm.ok()) return;
-    mm.one_of({"prefix", "path"}, false);
-    if (!mm.has("prefix") && !mm.has("path") && !mm.has("hostname")) {
-      r.error(v, "a gateway route match needs at least one of prefix, path, hostname");
-    }
+    mm.one_of({"prefix", "path"}, false);  // neither: every path matches, as for routes
     mm.optional("prefix", [&](const YAML::Node& x) { read_prefix(r, x, out.prefix, true); });
     mm.optional("path", [&](const YAML::Node& x) { out.path = read_path_match(r, x); });
     mm.optional("hostname", [&](const YAML::Node& x) { out.hostname = read_hostname_match(r, x); });

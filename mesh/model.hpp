@@ -193,6 +193,7 @@ struct CloudMapDiscovery {
 };
 struct StaticEndpoint {  // extension
   std::string address;
+  Mark mark;  // of address
   std::optional<std::int32_t> port;  // default: the listener's port
 };
 struct StaticDiscovery {
@@ -236,7 +237,8 @@ struct VirtualNodeSpec {
 struct VirtualNode {
   std::string name;
   VirtualNodeSpec spec;
-  Mark mark;
+  Mark mark;       // of name
+  Mark spec_mark;  // of spec
 };
 
 // ---- Virtual service and router ---------------------------------------------------

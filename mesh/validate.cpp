@@ -93,7 +93,7 @@ class Checker {
       const std::string base = idx("virtualNodes", i) + ".spec";
       const auto& spec = node.spec;
       if (!spec.listeners.empty() && !spec.service_discovery) {
-        error(node.mark, base + ".serviceDiscovery",
+        error(node.spec_mark, base + ".serviceDiscovery",
               "a virtual node with listeners needs serviceDiscovery (dns, awsCloudMap or static)");
       }
       std::unordered_map<std::int32_t, std::size_t> ports;
@@ -136,7 +136,7 @@ class Checker {
           for (std::size_t e = 0; e < st->endpoints.size(); ++e) {
             const auto& ep = st->endpoints[e];
             if (!ep.address.empty() && !net::parse_ip(ep.address)) {
-              error(node.mark, base + ".serviceDiscovery.static." + idx("endpoints", e) + ".address",
+              error(ep.mark, base + ".serviceDiscovery.static." + idx("endpoints", e) + ".address",
                     "'" + ep.address + "' is not an IP address (use dns discovery for host names)");
             }
             if (!ep.port && spec.listeners.empty()) {

@@ -145,7 +145,7 @@ void Reader::list(const YAML::Node& n, std::size_t min, std::size_t max, F&& ite
     } else {
       msg += std::to_string(min) + " to " + std::to_string(max);
     }
-    msg += min == 1 && max == 1 ? " item" : " items";
+    msg += (max == SIZE_MAX ? min : max) == 1 ? " item" : " items";
     msg += ", got " + std::to_string(n.size());
     if (n.size() == 0) msg += " (omit the field instead of giving an empty list)";
     error(n, msg);

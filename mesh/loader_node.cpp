@@ -35,6 +35,15 @@ TlsFileCertificate read_file_certificate(Reader& r, const YAML::Node& n) {
   return out;
 }
 
+TlsFileTrust read_file_trust(Reader& r, const YAML::Node& n) {
+  TlsFileTrust out;
+  MapReader m(r, n, {"certificateChain"});
+  m.required("certificateChain", [&](const YAML::Node& s) {
+    out.certificate_chain = r.string(s, 1, 255).value_or("");
+  });
+  return out;
+}
+
 TlsSdsRef read_sds(Reader& r, const YAML::Node& n) {
   TlsSdsRef out;
   MapReader m(r, n, {"secretName"});
@@ -84,14 +93,7 @@ std::optional<ListenerTls> read_listener_tls(Reader& r, const YAML::Node& n) {
       MapReader tm(r, t, {"file", "sds"});
       switch (tm.one_of({"file", "sds"})) {
         case 0:
-          tm.optional("file", [&](const YAML::Node& f) {
-            MapReader fm(r, f, {"certificateChain"});
-            TlsFileTrust ft;
-            fm.required("certificateChain", [&](const YAML::Node& s) {
-              ft.certificate_chain = r.string(s, 1, 255).value_or("");
-            });
-            val.trust = ft;
-          });
+          tm.optional("file", [&](const YAML::Node& f) { val.trust = read_file_trust(r, f); });
           break;
         case 1:
           tm.optional("sds", [&](const YAML::Node& s) { val.trust = read_sds(r, s); });
@@ -155,14 +157,7 @@ std::optional<ClientPolicy> read_client_policy(Reader& r, const YAML::Node& n) {
             });
             break;
           case 1:
-            trm.optional("file", [&](const YAML::Node& f) {
-              MapReader fm(r, f, {"certificateChain"});
-              TlsFileTrust ft;
-              fm.required("certificateChain", [&](const YAML::Node& s) {
-                ft.certificate_chain = r.string(s, 1, 255).value_or("");
-              });
-              tls.validation.trust = ft;
-            });
+            trm.optional("file", [&](const YAML::Node& f) { tls.validation.trust = read_file_trust(r, f); });
             break;
           case 2:
             trm.optional("sds", [&](const YAML::Node& s) { tls.validation.trust = read_sds(r, s); });
@@ -263,14 +258,6 @@ std::optional<ConnectionPool> read_connection_pool(Reader& r, const YAML::Node& 
     default:
       return std::nullopt;
   }
-  return out;
-}
-
-HttpTimeout read_http_timeout(Reader& r, const YAML::Node& n) {
-  HttpTimeout out;
-  MapReader m(r, n, {"perRequest", "idle"});
-  m.optional("perRequest", [&](const YAML::Node& v) { out.per_request = r.duration(v); });
-  m.optional("idle", [&](const YAML::Node& v) { out.idle = r.duration(v); });
   return out;
 }
 

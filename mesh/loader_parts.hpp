@@ -14,6 +14,7 @@ std::optional<HttpMethod> read_method(Reader& r, const YAML::Node& n);
 std::vector<HeaderMatch> read_header_matches(Reader& r, const YAML::Node& n);
 std::vector<QueryParameterMatch> read_query_parameters(Reader& r, const YAML::Node& n);
 std::optional<PathMatch> read_path_match(Reader& r, const YAML::Node& n);
+HttpTimeout read_http_timeout(Reader& r, const YAML::Node& n);  // {perRequest, idle}
 // Compiles a regex with RE2 (full-match semantics) and reports it when it is invalid.
 void check_regex(Reader& r, const YAML::Node& n, const std::string& pattern);
 

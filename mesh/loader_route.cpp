@@ -122,6 +122,14 @@ std::optional<PathMatch> read_path_match(Reader& r, const YAML::Node& n) {
   return p;
 }
 
+HttpTimeout read_http_timeout(Reader& r, const YAML::Node& n) {
+  HttpTimeout out;
+  MapReader m(r, n, {"perRequest", "idle"});
+  m.optional("perRequest", [&](const YAML::Node& v) { out.per_request = r.duration(v); });
+  m.optional("idle", [&](const YAML::Node& v) { out.idle = r.duration(v); });
+  return out;
+}
+
 namespace {
 
 void read_prefix(Reader& r, const YAML::Node& v, std::optional<std::string>& out, bool gateway) {
@@ -235,14 +243,6 @@ std::optional<RetryPolicy> read_retry_policy(Reader& r, const YAML::Node& n, Pro
   return p;
 }
 
-HttpTimeout read_route_timeout(Reader& r, const YAML::Node& n) {
-  HttpTimeout out;
-  MapReader m(r, n, {"perRequest", "idle"});
-  m.optional("perRequest", [&](const YAML::Node& v) { out.per_request = r.duration(v); });
-  m.optional("idle", [&](const YAML::Node& v) { out.idle = r.duration(v); });
-  return out;
-}
-
 void read_http_route(Reader& r, const YAML::Node& n, HttpRoute& out, Protocol kind, Mark& port_mark) {
   MapReader m(r, n, {"match", "action", "retryPolicy", "timeout"});
   m.required("match", [&](const YAML::Node& v) {
@@ -267,7 +267,7 @@ void read_http_route(Reader& r, const YAML::Node& n, HttpRoute& out, Protocol ki
   });
   m.required("action", [&](const YAML::Node& v) { out.action = read_action(r, v); });
   m.optional("retryPolicy", [&](const YAML::Node& v) { out.retry_policy = read_retry_policy(r, v, kind); });
-  m.optional("timeout", [&](const YAML::Node& v) { out.timeout = read_route_timeout(r, v); });
+  m.optional("timeout", [&](const YAML::Node& v) { out.timeout = read_http_timeout(r, v); });
 }
 
 void read_grpc_route(Reader& r, const YAML::Node& n, GrpcRoute& out, Mark& port_mark) {
@@ -287,7 +287,7 @@ void read_grpc_route(Reader& r, const YAML::Node& n, GrpcRoute& out, Mark& port_
   });
   m.required("action", [&](const YAML::Node& v) { out.action = read_action(r, v); });
   m.optional("retryPolicy", [&](const YAML::Node& v) { out.retry_policy = read_retry_policy(r, v, Protocol::grpc); });
-  m.optional("timeout", [&](const YAML::Node& v) { out.timeout = read_route_timeout(r, v); });
+  m.optional("timeout", [&](const YAML::Node& v) { out.timeout = read_http_timeout(r, v); });
 }
 
 void read_tcp_route(Reader& r, const YAML::Node& n, TcpRoute& out, Mark& port_mark) {

@@ -154,45 +154,47 @@ void note_transfer_encoding(std::string_view value, FieldFacts& f) {
   if (!any) f.empty_te = true;
 }
 
-}  // namespace
 
-HeadVerdict check_request_head(std::string_view head, const HeadLimits& limits) {
+// Reads lines from `pos`: the start line (checked by `start_line`), then header fields
+// up to the blank line. Fills `facts` and `fields`.
+template <class StartLine>
+HeadVerdict scan_head(std::string_view head, const HeadLimits& limits, std::vector<FieldView>* fields,
+                      FieldFacts& facts, StartLine&& start_line) {
   HeadVerdict v;
-  FieldFacts facts;
   std::size_t pos = 0;
-  // RFC 9112 §2.2: ignore empty lines before the request line.
+  // RFC 9112 §2.2: ignore empty lines before the start line.
   while (head.substr(pos, 2) == "\r\n") pos += 2;
-  bool request_line = true;
+  bool first = true;
   std::size_t count = 0;
+  if (fields != nullptr) fields->clear();
   while (true) {
     // One line, CRLF-terminated; a bare CR or LF, or a NUL, is an error at once.
     std::size_t eol = pos;
     while (eol < head.size()) {
       const char c = head[eol];
-      if (c == '\0') return fail(Status::bad_request, "NUL in request head");
-      if (c == '\n') return fail(Status::bad_request, "bare LF in request head");
+      if (c == '\0') return fail(Status::bad_request, "NUL in message head");
+      if (c == '\n') return fail(Status::bad_request, "bare LF in message head");
       if (c == '\r') {
         if (eol + 1 >= head.size()) break;  // need the next byte
-        if (head[eol + 1] != '\n') return fail(Status::bad_request, "bare CR in request head");
+        if (head[eol + 1] != '\n') return fail(Status::bad_request, "bare CR in message head");
         break;
       }
       ++eol;
     }
     if (eol + 1 >= head.size()) {
-      // Not a complete line yet.
-      if (head.size() >= limits.max_bytes) return fail(Status::too_large, "request headers too large");
+      if (head.size() >= limits.max_bytes) return fail(Status::too_large, "headers too large");
       v.status = Status::incomplete;
       return v;
     }
     const std::string_view line = head.substr(pos, eol - pos);
     const std::size_t line_start = pos;
     pos = eol + 2;
-    if (pos > limits.max_bytes) return fail(Status::too_large, "request headers too large");
-    if (request_line) {
-      if (line.empty()) return fail(Status::bad_request, "empty request line");
-      HeadVerdict rl = check_request_line(line, v, line_start);
-      if (rl.status != Status::ok) return rl;
-      request_line = false;
+    if (pos > limits.max_bytes) return fail(Status::too_large, "headers too large");
+    if (first) {
+      if (line.empty()) return fail(Status::bad_request, "empty start line");
+      HeadVerdict sl = start_line(line, v, line_start);
+      if (sl.status != Status::ok) return sl;
+      first = false;
       continue;
     }
     if (line.empty()) break;  // end of the head
@@ -213,7 +215,8 @@ HeadVerdict check_request_head(std::string_view head, const HeadLimits& limits) 
         return fail(Status::bad_request, "control character in a header field value");
       }
     }
-    if (++count > limits.max_count) return fail(Status::too_large, "too many request header fields");
+    if (++count > limits.max_count) return fail(Status::too_large, "too many header fields");
+    if (fields != nullptr) fields->push_back({name, value});
     if (iequals(name, "host")) {
       ++facts.host_count;
     } else if (iequals(name, "content-length")) {
@@ -225,10 +228,13 @@ HeadVerdict check_request_head(std::string_view head, const HeadLimits& limits) 
   }
   v.head_size = pos;
   v.header_count = count;
-  if (facts.host_count > 1) return fail(Status::bad_request, "more than one Host header");
-  if (facts.host_count == 0 && v.minor_version == 1) return fail(Status::bad_request, "HTTP/1.1 request without Host");
+  v.status = Status::ok;
+  return v;
+}
+
+// Transfer-Encoding rules shared by both directions (RFC 9112 §6.3).
+HeadVerdict check_framing(HeadVerdict v, const FieldFacts& facts) {
   if (facts.has_te) {
-    if (v.minor_version == 0) return fail(Status::bad_request, "Transfer-Encoding in an HTTP/1.0 request");
     if (facts.has_cl) return fail(Status::bad_request, "both Content-Length and Transfer-Encoding");
     if (facts.empty_te) return fail(Status::bad_request, "empty Transfer-Encoding");
     if (facts.chunked_count == 0) return fail(Status::bad_request, "Transfer-Encoding without chunked");
@@ -238,8 +244,44 @@ HeadVerdict check_request_head(std::string_view head, const HeadLimits& limits) 
     v.chunked = true;
   }
   if (facts.has_cl) v.content_length = facts.cl;
-  v.status = Status::ok;
   return v;
+}
+
+}  // namespace
+
+HeadVerdict check_request_head(std::string_view head, const HeadLimits& limits, std::vector<FieldView>* fields) {
+  FieldFacts facts;
+  HeadVerdict v = scan_head(head, limits, fields, facts,
+                            [](std::string_view line, HeadVerdict& out, std::size_t start) {
+                              return check_request_line(line, out, start);
+                            });
+  if (v.status != Status::ok) return v;
+  if (facts.host_count > 1) return fail(Status::bad_request, "more than one Host header");
+  if (facts.host_count == 0 && v.minor_version == 1) return fail(Status::bad_request, "HTTP/1.1 request without Host");
+  if (facts.has_te && v.minor_version == 0) return fail(Status::bad_request, "Transfer-Encoding in an HTTP/1.0 request");
+  return check_framing(v, facts);
+}
+
+HeadVerdict check_response_head(std::string_view head, const HeadLimits& limits, std::vector<FieldView>* fields) {
+  FieldFacts facts;
+  HeadVerdict v = scan_head(head, limits, fields, facts, [](std::string_view line, HeadVerdict& out, std::size_t) {
+    // HTTP/1.x SP 3DIGIT [SP reason]
+    if (line.size() < 12 || line.substr(0, 7) != "HTTP/1." || line[7] < '0' || line[7] > '9' || line[8] != ' ') {
+      return fail(Status::bad_request, "malformed status line");
+    }
+    int code = 0;
+    for (std::size_t i = 9; i < 12; ++i) {
+      if (line[i] < '0' || line[i] > '9') return fail(Status::bad_request, "malformed status code");
+      code = code * 10 + (line[i] - '0');
+    }
+    if (code < 100 || (line.size() > 12 && line[12] != ' ')) return fail(Status::bad_request, "malformed status line");
+    out.status_code = code;
+    out.minor_version = line[7] == '0' ? 0 : 1;
+    out.status = Status::ok;
+    return out;
+  });
+  if (v.status != Status::ok) return v;
+  return check_framing(v, facts);
 }
 
 }  // namespace meshd::proxy

@@ -9,8 +9,14 @@
 #include <cstdint>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 namespace meshd::proxy {
+
+struct FieldView {
+  std::string_view name;  // as received
+  std::string_view value;  // without surrounding whitespace
+};
 
 struct HeadLimits {
   std::size_t max_bytes = 60 * 1024;  // max_request_headers_bytes
@@ -36,12 +42,22 @@ struct HeadVerdict {
   bool chunked = false;
   std::optional<std::uint64_t> content_length;
   std::size_t header_count = 0;
+  int status_code = 0;  // responses
 };
 
 // Checks `head`, the bytes received so far on a connection for one request. With
 // status incomplete the caller reads more (and calls again) unless the limit of
 // bytes is reached, which yields too_large.
-HeadVerdict check_request_head(std::string_view head, const HeadLimits& limits);
+// When `fields` is given, it receives every header field (views into `head`).
+HeadVerdict check_request_head(std::string_view head, const HeadLimits& limits,
+                               std::vector<FieldView>* fields = nullptr);
+
+// The same for a response from an upstream: status line "HTTP/1.x NNN reason", the
+// same field syntax; framing conflicts (Content-Length with Transfer-Encoding,
+// differing lengths, a coding other than chunked) are errors (bad_request: the
+// caller answers 502). `request_was_head` and the status decide if a body follows.
+HeadVerdict check_response_head(std::string_view head, const HeadLimits& limits,
+                                std::vector<FieldView>* fields = nullptr);
 
 // RFC 9110 token characters (field names, methods, transfer codings).
 bool is_token_char(unsigned char c);

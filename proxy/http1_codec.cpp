@@ -1,0 +1,184 @@
+#include "proxy/http1_codec.hpp"
+
+#include <llhttp.h>
+
+namespace meshd::proxy {
+
+namespace {
+
+bool iequal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if ((static_cast<unsigned char>(a[i]) | 0x20) != (static_cast<unsigned char>(b[i]) | 0x20)) return false;
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::optional<std::string_view> MessageHead::get(std::string_view name) const {
+  for (const auto& f : fields) {
+    if (iequal(f.name, name)) return f.value;
+  }
+  return std::nullopt;
+}
+
+bool MessageHead::has_token(std::string_view name, std::string_view token) const {
+  for (const auto& f : fields) {
+    if (!iequal(f.name, name)) continue;
+    std::string_view v = f.value;
+    while (!v.empty()) {
+      const auto comma = v.find(',');
+      if (iequal(trim(v.substr(0, comma)), token)) return true;
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  return false;
+}
+
+Http1Parser::Http1Parser(Kind kind, HeadLimits limits)
+    : kind_(kind), limits_(limits), parser_(new llhttp_t), settings_(new llhttp_settings_t) {
+  auto* settings = static_cast<llhttp_settings_t*>(settings_);
+  llhttp_settings_init(settings);
+  settings->on_body = &Http1Parser::on_body;
+  settings->on_message_complete = &Http1Parser::on_message_complete;
+  settings->on_headers_complete = &Http1Parser::on_headers_complete;
+  llhttp_init(parser_, kind == Kind::request ? HTTP_REQUEST : HTTP_RESPONSE, settings);
+  parser_->data = this;
+}
+
+Http1Parser::~Http1Parser() {
+  delete parser_;
+  delete static_cast<llhttp_settings_t*>(settings_);
+}
+
+int Http1Parser::on_body(llhttp_t* p, const char* at, std::size_t len) {
+  if (len == 0) return 0;  // llhttp flushes an open span at the end of every input
+  auto* self = static_cast<Http1Parser*>(p->data);
+  self->body_ = std::string_view(at, len);
+  self->got_body_ = true;
+  return HPE_PAUSED;  // one piece per event: the caller writes it before reading more
+}
+
+int Http1Parser::on_message_complete(llhttp_t* p) {
+  static_cast<Http1Parser*>(p->data)->complete_ = true;
+  return HPE_PAUSED;  // stop at the message's end: what follows is the next message
+}
+
+int Http1Parser::on_headers_complete(llhttp_t* p) {
+  auto* self = static_cast<Http1Parser*>(p->data);
+  // 1: skip the body. A response to HEAD, and 1xx, 204 and 304 responses, never have
+  // one whatever their Content-Length says (llhttp 8.1 would wait for a 304's body).
+  const int status = self->kind_ == Kind::response ? p->status_code : 0;
+  return self->no_body_ || (status >= 100 && status < 200) || status == 204 || status == 304 ? 1 : 0;
+}
+
+Http1Parser::Step Http1Parser::fail(HeadVerdict::Status s, const char* reason, std::size_t consumed) {
+  error_status_ = s;
+  error_reason_ = reason;
+  state_ = State::done;
+  return {Event::error, consumed};
+}
+
+bool Http1Parser::body_until_close() const {
+  return kind_ == Kind::response && state_ == State::body && llhttp_message_needs_eof(parser_) != 0;
+}
+
+bool Http1Parser::keep_alive() const { return llhttp_should_keep_alive(parser_) != 0; }
+
+Http1Parser::Step Http1Parser::parse(std::string_view input) {
+  if (state_ == State::done) return {Event::error, 0};
+  if (state_ == State::idle) {
+    std::vector<FieldView> fields;
+    const HeadVerdict v = kind_ == Kind::request ? check_request_head(input, limits_, &fields)
+                                                 : check_response_head(input, limits_, &fields);
+    if (v.status == HeadVerdict::Status::incomplete) return {Event::need_more, 0};
+    if (v.status != HeadVerdict::Status::ok) return fail(v.status, v.reason, 0);
+    // Copy the head (without the empty lines allowed before it) and point the
+    // fields into the copy.
+    std::size_t skip = 0;
+    while (input.substr(skip, 2) == "\r\n") skip += 2;
+    head_.raw.assign(input.data() + skip, v.head_size - skip);
+    if (v.version_rewritten) head_.raw[v.version_offset - skip + 7] = '1';  // HTTP/1.x -> HTTP/1.1
+    const char* base = input.data() + skip;
+    head_.fields.clear();
+    for (const auto& f : fields) {
+      head_.fields.push_back({std::string_view(head_.raw.data() + (f.name.data() - base), f.name.size()),
+                              std::string_view(head_.raw.data() + (f.value.data() - base), f.value.size())});
+    }
+    const std::string_view raw = head_.raw;
+    const std::string_view start_line = raw.substr(0, raw.find("\r\n"));
+    head_.minor_version = v.minor_version;
+    head_.chunked = v.chunked;
+    head_.content_length = v.content_length;
+    if (kind_ == Kind::request) {
+      const auto sp1 = start_line.find(' ');
+      const auto sp2 = start_line.find(' ', sp1 + 1);
+      head_.method = start_line.substr(0, sp1);
+      head_.target = start_line.substr(sp1 + 1, sp2 - sp1 - 1);
+      head_.status = 0;
+      head_.reason = {};
+    } else {
+      head_.status = v.status_code;
+      head_.reason = start_line.size() > 13 ? start_line.substr(13) : std::string_view();
+      head_.method = head_.target = {};
+    }
+    complete_ = false;
+    got_body_ = false;
+    const llhttp_errno_t err = llhttp_execute(parser_, head_.raw.data(), head_.raw.size());
+    if (err == HPE_PAUSED) {
+      llhttp_resume(parser_);
+    } else if (err != HPE_OK) {
+      return fail(HeadVerdict::Status::bad_request, llhttp_get_error_reason(parser_), 0);
+    }
+    state_ = State::body;
+    return {Event::head, v.head_size};
+  }
+  // Body (or the end of a message without one).
+  if (complete_) {
+    complete_ = false;
+    state_ = State::idle;
+    no_body_ = false;
+    return {Event::message_complete, 0};
+  }
+  // Even with no input: a body that just ended completes the message here (llhttp
+  // reaches on_message_complete without consuming a byte).
+  static constexpr char kNothing[1] = {0};
+  const char* data = input.empty() ? kNothing : input.data();
+  got_body_ = false;
+  const llhttp_errno_t err = llhttp_execute(parser_, data, input.size());
+  if (err == HPE_OK) return {Event::need_more, input.size()};
+  if (err != HPE_PAUSED) {
+    return fail(HeadVerdict::Status::bad_request, llhttp_get_error_reason(parser_),
+                static_cast<std::size_t>(llhttp_get_error_pos(parser_) - data));
+  }
+  const auto consumed = static_cast<std::size_t>(llhttp_get_error_pos(parser_) - data);
+  llhttp_resume(parser_);
+  if (got_body_) return {Event::body, consumed};
+  // complete_ is set: the message ended.
+  complete_ = false;
+  state_ = State::idle;
+  no_body_ = false;
+  return {Event::message_complete, consumed};
+}
+
+Http1Parser::Step Http1Parser::finish() {
+  if (state_ == State::idle) return {Event::need_more, 0};
+  if (state_ == State::body && complete_) return parse({});
+  if (state_ == State::body && llhttp_message_needs_eof(parser_) != 0) {
+    complete_ = false;
+    llhttp_finish(parser_);
+    state_ = State::idle;
+    return {Event::message_complete, 0};
+  }
+  return fail(HeadVerdict::Status::bad_request, "connection closed before the message ended", 0);
+}
+
+}  // namespace meshd::proxy

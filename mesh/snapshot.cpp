@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "mesh/names.hpp"
+#include "metrics/stats.hpp"
 
 namespace meshd::mesh {
 
@@ -155,6 +156,7 @@ class Compiler {
       rl.port = l.port_mapping.port;
       rl.protocol = l.port_mapping.protocol;
       CompiledRoute route;
+      route.label = metrics::empty_label();
       route.kind = l.port_mapping.protocol;
       route.match = RouteMatcher::match_all();
       route.targets.push_back({cluster(vn, l.port_mapping.port), 1});
@@ -177,6 +179,7 @@ class Compiler {
     if (auto it = cluster_index_.find(key); it != cluster_index_.end()) return it->second;
     Cluster c;
     c.node_name = vn.name;
+    c.label = metrics::intern(vn.name);
     c.port = port;
     c.node = &vn;
     for (const auto& l : vn.spec.listeners) {
@@ -192,6 +195,7 @@ class Compiler {
     ++route_count_;
     CompiledRoute c;
     c.name = r.name;
+    c.label = metrics::intern(r.name);
     c.kind = r.kind;
     c.priority = r.priority;
     const std::optional<RetryPolicy>* retry = nullptr;
@@ -274,6 +278,7 @@ std::shared_ptr<const Snapshot> Snapshot::compile(std::shared_ptr<const MeshConf
     const VirtualService& vs = *it->second;
     ServiceEntry entry;
     entry.name = lower(vs.name);
+    entry.label = metrics::intern(vs.name);
     entry.service = &vs;
     if (vs.provider) {
       entry.provider_name = vs.provider->name;

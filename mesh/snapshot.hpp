@@ -50,6 +50,7 @@ struct RouteTimeouts {
 // A virtual node as an upstream on one of its listener ports.
 struct Cluster {
   std::string node_name;
+  const std::string* label = nullptr;  // interned node name, for metrics
   std::int32_t port = 0;  // the node's listener port the targets aim at
   Protocol protocol = Protocol::http;
   const VirtualNode* node = nullptr;  // into the snapshot's config
@@ -63,6 +64,7 @@ struct Target {
 
 struct CompiledRoute {
   std::string name;  // "" for the implicit route of a virtual-node provider
+  const std::string* label = nullptr;  // interned name, for metrics
   Protocol kind = Protocol::http;
   std::optional<std::int32_t> priority;
   RouteMatcher match;
@@ -83,6 +85,7 @@ struct RouterListener {
 
 struct ServiceEntry {
   std::string name;  // lower-cased, as authorities are matched
+  const std::string* label = nullptr;  // interned service name (as written), for metrics
   const VirtualService* service = nullptr;
   enum class Provider { none, virtual_node, virtual_router } provider = Provider::none;
   std::string provider_name;

@@ -31,7 +31,7 @@ std::optional<IpAddress> parse_ip(std::string_view text) {
   return std::nullopt;
 }
 
-std::optional<HostPort> split_host_port(std::string_view text) {
+std::optional<HostPort> split_host_port(std::string_view text, bool allow_port_zero) {
   HostPort out;
   std::string_view port_text;
   if (!text.empty() && text.front() == '[') {
@@ -60,7 +60,7 @@ std::optional<HostPort> split_host_port(std::string_view text) {
   if (!port_text.empty()) {
     unsigned value = 0;
     const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
-    if (ec != std::errc() || end != port_text.data() + port_text.size() || value == 0 || value > 65535) {
+    if (ec != std::errc() || end != port_text.data() + port_text.size() || (value == 0 && !allow_port_zero) || value > 65535) {
       return std::nullopt;
     }
     out.port = static_cast<std::uint16_t>(value);

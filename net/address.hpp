@@ -23,7 +23,7 @@ struct HostPort {
 };
 // "name", "name:port", "1.2.3.4:53", "[::1]:53", "::1". nullopt when malformed
 // (empty host, a port that is not 1..65535).
-std::optional<HostPort> split_host_port(std::string_view text);
+std::optional<HostPort> split_host_port(std::string_view text, bool allow_port_zero = false);
 
 // "IP:PORT" (IPv6 as "[IP]:PORT"), the form metrics and /clusters use.
 std::string endpoint_text(const IpAddress& ip, std::uint16_t port);

@@ -2,6 +2,7 @@
 #include "proxy/cli.hpp"
 
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -10,7 +11,17 @@
 #include "mesh/names.hpp"
 #include "mesh/snapshot.hpp"
 #include "proxy/local_reply.hpp"
+#include "proxy/run_options.hpp"
+#include "proxy/server.hpp"
 #include "proxy/version.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "net/address.hpp"
 
 namespace meshd::proxy {
 namespace {
@@ -21,6 +32,8 @@ constexpr const char* kUsage =
     "usage: meshd <command> [options]\n"
     "\n"
     "commands:\n"
+    "  run --mesh FILE --node NAME        run the sidecar for virtual node NAME\n"
+    "  status [--admin IP:PORT]           exit 0 when the sidecar is LIVE\n"
     "  validate FILE                      check a mesh file; print every error\n"
     "  route FILE --node NAME METHOD URL  dry run: where this request would go\n"
     "  version                            print the version\n"
@@ -52,6 +65,34 @@ constexpr const char* kRouteUsage =
     "Exit 0 when the request is routed (or forwarded outside the mesh under\n"
     "ALLOW_ALL), 1 when meshd would answer it itself (403, 404, 503: printed with the\n"
     "reason) or the mesh file is invalid, 2 on usage.\n";
+
+constexpr const char* kRunUsage =
+    "usage: meshd run --mesh FILE --node NAME [--ingress-port 15000] [--egress-port 15001]\n"
+    "                 [--app-port PORT] [--admin 127.0.0.1:9901] [--stats IP:PORT]\n"
+    "                 [--workers N] [--log-level info] [--drain-timeout 20s] [--set NAME=VALUE]...\n"
+    "\n"
+    "Runs the sidecar of virtual node NAME: egress on 127.0.0.1:--egress-port (the app\n"
+    "calls the mesh through it, e.g. HTTP_PROXY=http://127.0.0.1:15001), ingress on\n"
+    "0.0.0.0:--ingress-port forwarding to the app at 127.0.0.1:--app-port (default: the\n"
+    "node's first listener port), the admin endpoints on --admin, and the GET admin\n"
+    "endpoints also on --stats. A port of 0 is chosen once and printed at start.\n"
+    "\n"
+    "  --mesh FILE       the mesh file (or MESHD_MESH_FILE)\n"
+    "  --node NAME       the virtual node (or APPMESH_RESOURCE_ARN, APPMESH_RESOURCE_NAME,\n"
+    "                    APPMESH_VIRTUAL_NODE_NAME: NAME or mesh/MESH/virtualNode/NAME)\n"
+    "  --workers N       default: CPUs in the affinity mask, capped by the cgroup quota\n"
+    "  --drain-timeout   the longest a drain (SIGTERM, POST /drain) lasts\n"
+    "  --set NAME=VALUE  a limit of docs/configuration.md, e.g. --set request_header_timeout=5s\n"
+    "\n"
+    "Exit codes: 0 after a drain; 1 invalid mesh file or a feature this build cannot\n"
+    "enforce (one line per PATH); 2 usage; 3 runtime failure (a port in use...).\n";
+
+constexpr const char* kStatusUsage =
+    "usage: meshd status [--admin 127.0.0.1:9901]\n"
+    "\n"
+    "Asks a running meshd for /server_info: exit 0 when its state is LIVE, 1 when it\n"
+    "answers otherwise (DRAINING), 3 when it cannot be reached. A container health\n"
+    "check without curl.\n";
 
 constexpr const char* kVersionUsage = "usage: meshd version\n\nPrints meshd's version.\n";
 
@@ -281,6 +322,68 @@ int cmd_route(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int cmd_run(const std::vector<std::string>& args) {
+  for (const auto& a : args) {
+    if (is_help(a)) {
+      std::cout << kRunUsage;
+      return kExitOk;
+    }
+  }
+  RunOptions options;
+  if (auto error = parse_run_options(args, options); !error.empty()) return usage_error(error, kRunUsage);
+  return run_server(options);
+}
+
+int cmd_status(const std::vector<std::string>& args) {
+  std::string admin = "127.0.0.1:9901";
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (is_help(args[i])) {
+      std::cout << kStatusUsage;
+      return kExitOk;
+    }
+    if (args[i] == "--admin" && i + 1 < args.size()) {
+      admin = args[++i];
+    } else if (args[i].rfind("--admin=", 0) == 0) {
+      admin = args[i].substr(8);
+    } else {
+      return usage_error("unknown argument " + args[i], kStatusUsage);
+    }
+  }
+  auto hp = net::split_host_port(admin);
+  auto ip = hp ? net::parse_ip(hp->host) : std::nullopt;
+  if (!hp || !hp->port || !ip || ip->v6) return usage_error("--admin takes IPv4:PORT, got '" + admin + "'", kStatusUsage);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(*hp->port);
+  std::memcpy(&addr.sin_addr, ip->bytes, 4);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    std::cerr << "meshd: cannot reach the admin endpoint at " << admin << "\n";
+    return kExitRuntime;
+  }
+  const std::string request = "GET /server_info HTTP/1.1\r\nHost: " + admin + "\r\nConnection: close\r\n\r\n";
+  [[maybe_unused]] auto sent = ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string response;
+  char buf[4096];
+  for (int i = 0; i < 256; ++i) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    response.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  const auto body = response.find("\r\n\r\n");
+  if (body == std::string::npos) {
+    std::cerr << "meshd: no answer from " << admin << "\n";
+    return kExitRuntime;
+  }
+  std::cout << response.substr(body + 4);
+  return response.find("\"state\":\"LIVE\"") != std::string::npos ? kExitOk : kExitInvalid;
+}
+
 int cmd_version(const std::vector<std::string>& args) {
   for (const auto& a : args) {
     if (is_help(a)) {
@@ -308,6 +411,8 @@ int run_cli(int argc, char** argv) {
   }
   if (cmd == "--version") return cmd_version({});
   static const std::map<std::string, int (*)(const std::vector<std::string>&)> commands = {
+      {"run", cmd_run},
+      {"status", cmd_status},
       {"validate", cmd_validate},
       {"route", cmd_route},
       {"version", cmd_version},

@@ -1,0 +1,203 @@
+#include "proxy/downstream.hpp"
+
+#include "proxy/http1_write.hpp"
+#include "proxy/lifecycle.hpp"
+#include "proxy/worker.hpp"
+
+namespace meshd::proxy {
+
+namespace {
+constexpr std::size_t kReadChunk = 16 * 1024;
+
+LocalReply reply_for(HeadVerdict::Status s) {
+  switch (s) {
+    case HeadVerdict::Status::too_large: return LocalReply::headers_too_large;
+    case HeadVerdict::Status::not_implemented: return LocalReply::not_implemented;
+    case HeadVerdict::Status::version_not_supported: return LocalReply::http_version_not_supported;
+    default: return LocalReply::bad_request;
+  }
+}
+}  // namespace
+
+DownstreamConnection::DownstreamConnection(Worker& worker, tcp::socket socket, metrics::Direction direction)
+    : worker_(worker),
+      socket_(std::move(socket)),
+      watchdog_(socket_.get_executor()),
+      direction_(direction),
+      parser_(Http1Parser::Kind::request,
+              HeadLimits{worker.limits().max_request_headers_bytes, worker.limits().max_request_headers_count}) {
+  error_code ec;
+  auto remote = socket_.remote_endpoint(ec);
+  if (!ec) peer_ = remote.address().to_string();
+  socket_.set_option(tcp::no_delay(true), ec);
+  tracked_ = worker_.track(this);
+}
+
+DownstreamConnection::~DownstreamConnection() { worker_.untrack(tracked_); }
+
+void DownstreamConnection::close_if_idle() {
+  if (idle_ && buffer_.empty()) {
+    error_code ec;
+    socket_.cancel(ec);
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+  }
+}
+
+awaitable<bool> DownstreamConnection::read_head() {
+  const auto& limits = worker_.limits();
+  std::optional<Clock::time_point> deadline;
+  while (true) {
+    const auto step = parser_.parse(buffer_);
+    if (step.event == Http1Parser::Event::head) {
+      buffer_.erase(0, step.consumed);
+      watchdog_.disarm();
+      co_return true;
+    }
+    if (step.event == Http1Parser::Event::error) {
+      watchdog_.disarm();
+      co_await reply(reply_for(parser_.error_status()), parser_.error_reason(), true);
+      co_return false;
+    }
+    // need_more
+    if (buffer_.empty()) {
+      idle_ = true;
+      if (worker_.draining()) co_return false;  // an idle connection closes at once when draining
+      buffer_.shrink_to_fit();                   // an idle connection keeps no buffer
+      watchdog_.arm(socket_, limits.downstream_idle_timeout);
+    } else {
+      idle_ = false;
+      // From the request's first byte; activity does not extend it (slowloris).
+      if (!deadline) {
+        deadline = Clock::now() + limits.request_header_timeout;
+        watchdog_.arm_at(socket_, *deadline);
+      }
+    }
+    const std::size_t old = buffer_.size();
+    buffer_.resize(old + kReadChunk);
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer_.data() + old, kReadChunk), use_tuple);
+    buffer_.resize(old + n);
+    if (ec) {
+      if (watchdog_.fired() && old > 0) {
+        co_await reply(LocalReply::request_timeout, "the request headers did not complete in time", true);
+      }
+      co_return false;  // EOF, reset, idle timeout or a drain
+    }
+    if (worker_.draining() && old == 0) idle_ = false;
+  }
+}
+
+awaitable<DownstreamConnection::BodyPiece> DownstreamConnection::read_body(std::chrono::milliseconds idle) {
+  buffer_.erase(0, pending_consume_);
+  pending_consume_ = 0;
+  if (body_done_) co_return BodyPiece{BodyPiece::Kind::end, {}};
+  while (true) {
+    const auto step = parser_.parse(buffer_);
+    switch (step.event) {
+      case Http1Parser::Event::body:
+        pending_consume_ = step.consumed;
+        co_return BodyPiece{BodyPiece::Kind::data, parser_.body()};
+      case Http1Parser::Event::message_complete:
+        buffer_.erase(0, step.consumed);
+        body_done_ = true;
+        co_return BodyPiece{BodyPiece::Kind::end, {}};
+      case Http1Parser::Event::error:
+        keep_alive_ = false;
+        co_return BodyPiece{BodyPiece::Kind::error, {}};
+      default:
+        break;
+    }
+    buffer_.erase(0, step.consumed);
+    const std::size_t old = buffer_.size();
+    buffer_.resize(old + kReadChunk);
+    watchdog_.arm(socket_, idle);
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer_.data() + old, kReadChunk), use_tuple);
+    const bool timed_out = watchdog_.fired();
+    watchdog_.disarm();
+    buffer_.resize(old + n);
+    if (ec) {
+      keep_alive_ = false;
+      co_return BodyPiece{timed_out ? BodyPiece::Kind::timeout : BodyPiece::Kind::closed, {}};
+    }
+  }
+}
+
+awaitable<bool> DownstreamConnection::write(std::string_view bytes) {
+  watchdog_.arm(socket_, worker_.limits().downstream_idle_timeout);
+  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(bytes.data(), bytes.size()), use_tuple);
+  watchdog_.disarm();
+  bytes_sent += n;
+  if (ec) keep_alive_ = false;
+  co_return !ec;
+}
+
+awaitable<bool> DownstreamConnection::write2(std::string_view a, std::string_view b) {
+  const std::array<asio::const_buffer, 2> buffers{asio::buffer(a.data(), a.size()), asio::buffer(b.data(), b.size())};
+  watchdog_.arm(socket_, worker_.limits().downstream_idle_timeout);
+  auto [ec, n] = co_await asio::async_write(socket_, buffers, use_tuple);
+  watchdog_.disarm();
+  bytes_sent += n;
+  if (ec) keep_alive_ = false;
+  co_return !ec;
+}
+
+awaitable<void> DownstreamConnection::reply(LocalReply r, std::string_view detail, bool close) {
+  if (close || worker_.draining()) keep_alive_ = false;
+  const auto& i = info(r);
+  std::string body(i.summary);
+  if (!detail.empty()) {
+    body += ": ";
+    body += detail;
+  }
+  body += '\n';
+  std::string head = "HTTP/1.1 " + std::to_string(i.status) + " " + std::string(reason_phrase(i.status)) +
+                     "\r\ncontent-type: text/plain\r\nx-meshd-error: " + std::string(i.code) +
+                     "\r\ncontent-length: " + std::to_string(body.size()) + "\r\n";
+  if (r == LocalReply::rate_limited) head += "retry-after: 1\r\n";
+  if (!keep_alive_) head += "connection: close\r\n";
+  head += "\r\n";
+  status_sent = i.status;
+  const bool head_request = parser_.head().method == "HEAD";
+  co_await write2(head, head_request ? std::string_view() : std::string_view(body));
+}
+
+awaitable<void> DownstreamConnection::drain_request_body() {
+  // The rest of a request body the upstream did not take: read and drop it, so that
+  // the next request on this connection starts at a message boundary.
+  for (int i = 0; i < 1 << 20; ++i) {
+    auto piece = co_await read_body(worker_.limits().downstream_idle_timeout);
+    if (piece.kind == BodyPiece::Kind::data) continue;
+    if (piece.kind != BodyPiece::Kind::end) keep_alive_ = false;
+    co_return;
+  }
+  keep_alive_ = false;
+}
+
+awaitable<void> DownstreamConnection::run() {
+  while (socket_.is_open()) {
+    if (!co_await read_head()) break;
+    idle_ = false;
+    body_done_ = false;
+    status_sent = 0;
+    bytes_sent = 0;
+    keep_alive_ = parser_.keep_alive() && !worker_.draining();
+    co_await RequestLifecycle(*this).run();
+    if (!body_done_) {
+      if (keep_alive_) {
+        co_await drain_request_body();
+      } else {
+        // Framing state is unknown after an aborted body: never reuse the connection.
+        keep_alive_ = false;
+      }
+    }
+    buffer_.erase(0, pending_consume_);
+    pending_consume_ = 0;
+    // The parser must be between messages before the next one (a failed body parse
+    // leaves it in error, and the connection closes).
+    if (!keep_alive_ || parser_.in_message()) break;
+  }
+  error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_send, ec);
+  socket_.close(ec);
+}
+
+}  // namespace meshd::proxy

@@ -1,0 +1,66 @@
+#pragma once
+// One accepted connection: reads requests (pipelined ones are answered in order, one
+// at a time), enforces the header deadline and the idle timeout, hands each request
+// to a RequestLifecycle, and answers what meshd answers itself.
+#include <list>
+#include <string>
+#include <string_view>
+
+#include "metrics/stats.hpp"
+#include "proxy/http1_codec.hpp"
+#include "proxy/io.hpp"
+#include "proxy/local_reply.hpp"
+
+namespace meshd::proxy {
+
+class Worker;
+
+class DownstreamConnection {
+ public:
+  DownstreamConnection(Worker& worker, tcp::socket socket, metrics::Direction direction);
+  ~DownstreamConnection();
+  awaitable<void> run();
+
+  // For the request lifecycle.
+  struct BodyPiece {
+    enum class Kind { data, end, error, timeout, closed } kind = Kind::end;
+    std::string_view data;  // valid until the next read_body()
+  };
+  awaitable<BodyPiece> read_body(std::chrono::milliseconds idle);
+  awaitable<bool> write(std::string_view bytes);
+  awaitable<bool> write2(std::string_view a, std::string_view b);
+  // Writes meshd's own answer (SPEC §3 table) and, for errors, marks the connection to close.
+  awaitable<void> reply(LocalReply r, std::string_view detail, bool close = false);
+
+  const MessageHead& head() const { return parser_.head(); }
+  metrics::Direction direction() const { return direction_; }
+  const std::string& peer() const { return peer_; }
+  bool keep_alive() const { return keep_alive_; }
+  void set_close() { keep_alive_ = false; }
+  Worker& worker() { return worker_; }
+  tcp::socket& socket() { return socket_; }
+  // Called by the worker when draining: closes the connection now if it is idle.
+  void close_if_idle();
+  // The response status sent, for logs (0 if none yet).
+  int status_sent = 0;
+  std::uint64_t bytes_sent = 0;
+
+ private:
+  awaitable<bool> read_head();
+  awaitable<void> drain_request_body();
+
+  Worker& worker_;
+  tcp::socket socket_;
+  Watchdog watchdog_;
+  metrics::Direction direction_;
+  Http1Parser parser_;
+  std::string buffer_;
+  std::size_t pending_consume_ = 0;  // bytes of buffer_ handed out as body, consumed on the next read
+  std::string peer_;
+  bool keep_alive_ = true;
+  bool idle_ = true;
+  bool body_done_ = true;
+  std::list<DownstreamConnection*>::iterator tracked_;
+};
+
+}  // namespace meshd::proxy

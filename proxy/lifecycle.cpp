@@ -1,0 +1,558 @@
+#include "proxy/lifecycle.hpp"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <cstdio>
+
+#include "mesh/request_view.hpp"
+#include "proxy/access_log.hpp"
+#include "proxy/http1_write.hpp"
+
+namespace meshd::proxy {
+
+namespace {
+
+bool idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" || method == "DELETE" ||
+         method == "TRACE";
+}
+
+std::string uuid4(std::mt19937_64& rng) {
+  const std::uint64_t a = rng(), b = rng();
+  char buf[37];
+  std::snprintf(buf, sizeof buf, "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(a >> 32),
+                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xfff),
+                static_cast<unsigned>(((b >> 48) & 0x3fff) | 0x8000),
+                static_cast<unsigned long long>(b & 0xffffffffffffULL));
+  return buf;
+}
+
+// RAII: an endpoint's active requests (LEAST_REQUEST and the retry budget read them).
+struct ActiveRequest {
+  explicit ActiveRequest(std::shared_ptr<mesh::Endpoint> e) : ep(std::move(e)) {
+    if (ep) ep->active_requests.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~ActiveRequest() {
+    if (ep) ep->active_requests.fetch_sub(1, std::memory_order_relaxed);
+  }
+  std::shared_ptr<mesh::Endpoint> ep;
+};
+
+}  // namespace
+
+RequestLifecycle::RequestLifecycle(DownstreamConnection& conn)
+    : conn_(conn), worker_(conn.worker()), view_(conn.worker().view()), head_(conn.head()) {}
+
+awaitable<void> RequestLifecycle::reply(LocalReply r, std::string_view detail, bool close) {
+  flag_ = info(r).code;
+  co_await conn_.reply(r, detail, close);
+}
+
+awaitable<void> RequestLifecycle::run() {
+  start_ = Clock::now();
+  has_body_ = head_.chunked || (head_.content_length && *head_.content_length > 0);
+  content_length_ = head_.content_length;
+  if (!has_body_) body_complete_ = true;
+
+  // Tunnels do not exist yet: CONNECT and Upgrade get 501, except h2c, which is
+  // dropped (Upgrade and HTTP2-Settings are hop-by-hop) and served as HTTP/1.1.
+  if (head_.method == "CONNECT") {
+    co_await reply(LocalReply::not_implemented, "CONNECT tunnels are not supported", true);
+  } else if (auto up = head_.get("upgrade"); up && !iequals_ascii(*up, "h2c")) {
+    co_await reply(LocalReply::not_implemented, "protocol upgrades are not supported", true);
+  } else if (co_await route()) {
+    // Expect: 100-continue is answered here; the upstream never sees Expect.
+    if (has_body_ && head_.minor_version == 1) {
+      if (auto expect = head_.get("expect"); expect && iequals_ascii(*expect, "100-continue")) {
+        co_await conn_.write("HTTP/1.1 100 Continue\r\n\r\n");
+      }
+    }
+    co_await forward();
+  }
+  record();
+}
+
+awaitable<bool> RequestLifecycle::route() {
+  const auto& snap = *view_->snap;
+  // Target: origin-form, or absolute-form (an app using HTTP_PROXY), whose authority
+  // wins over Host (RFC 9112 §3.2.2: Host is rebuilt from it).
+  std::string_view target = head_.target;
+  std::string_view authority;
+  if (auto scheme_end = target.find("://"); scheme_end != std::string_view::npos && target.front() != '/') {
+    const auto rest = target.substr(scheme_end + 3);
+    const auto slash = rest.find_first_of("/?");
+    authority = rest.substr(0, slash);
+    target = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  } else if (auto host = head_.get("host")) {
+    authority = *host;
+  }
+  if (target == "*") target = "/";
+  const auto q = target.find('?');
+  const std::string path = mesh::normalize_path(target.substr(0, q));
+  const std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
+  path_ = path;
+  if (q != std::string_view::npos) {
+    path_ += '?';
+    path_ += query;
+  }
+  host_ = std::string(authority);
+  if (auto id = head_.get("x-request-id"); !id) request_id_ = uuid4(worker_.rng());
+
+  if (conn_.direction() == metrics::Direction::ingress) {
+    target_.to_app = true;
+    target_.timeouts = view_->ingress_timeouts;
+    target_.retry = mesh::RetryPolicySpec::app_mesh_default();
+    target_.retry.max_retries = 0;  // the callers' sidecars retry; this hop only fixes pool races
+    node_label_ = view_->node_label;
+    if (view_->app == nullptr) {
+      co_await reply(LocalReply::no_healthy_upstream, "no application port");
+      co_return false;
+    }
+    co_return true;
+  }
+
+  auto parsed = mesh::parse_authority(authority);
+  if (!parsed) {
+    co_await reply(LocalReply::bad_request, authority.empty() ? "the request has no authority (Host)"
+                                                              : "invalid authority", true);
+    co_return false;
+  }
+  std::vector<mesh::HeaderField> fields;
+  fields.reserve(head_.fields.size());
+  for (const auto& f : head_.fields) fields.push_back({f.name, f.value});
+  mesh::RequestView req;
+  req.method = head_.method;
+  req.path = path;
+  req.query = query;
+  req.headers = fields;
+  const auto d = snap.route(parsed->host, parsed->port, req);
+  using Outcome = mesh::RouteDecision::Outcome;
+  if (d.service != nullptr) target_.service = d.service;
+  switch (d.outcome) {
+    case Outcome::outside_mesh:
+      if (snap.egress_filter() == mesh::EgressFilterType::ALLOW_ALL) {
+        target_.outside_mesh = true;
+        target_.outside_host = parsed->host;
+        target_.outside_port = parsed->port.value_or(80);
+        target_.retry = mesh::RetryPolicySpec::app_mesh_default();
+        target_.retry.max_retries = 0;
+        co_return true;
+      }
+      co_await reply(LocalReply::egress_denied,
+                     "'" + parsed->host + "' is not a backend of virtual node '" + snap.node().name + "'");
+      co_return false;
+    case Outcome::no_provider:
+      co_await reply(LocalReply::no_healthy_upstream, "virtual service has no provider");
+      co_return false;
+    case Outcome::no_listener: {
+      std::string ports;
+      for (const auto& l : *d.service->listeners) ports += (ports.empty() ? "" : ", ") + std::to_string(l.port);
+      co_await reply(LocalReply::no_route, "no router listener for this port (listeners: " + ports + ")");
+      co_return false;
+    }
+    case Outcome::no_route:
+      co_await reply(LocalReply::no_route, "no route matches");
+      co_return false;
+    case Outcome::routed:
+      break;
+  }
+  target_.route = d.route;
+  const auto& r = *d.route;
+  const std::uint32_t draw =
+      r.total_weight > 1 ? static_cast<std::uint32_t>(worker_.rng()() % r.total_weight) : 0;
+  target_.cluster = r.pick(draw).cluster;
+  target_.retry = r.retry;
+  target_.timeouts = r.timeouts;
+  node_label_ = snap.clusters()[target_.cluster].label;
+  co_return true;
+}
+
+std::shared_ptr<mesh::Endpoint> RequestLifecycle::pick_endpoint(const std::vector<const mesh::Endpoint*>& tried) {
+  if (target_.to_app) return view_->app;
+  const auto& table = *view_->endpoints;
+  if (target_.cluster >= table.size() || !table[target_.cluster]) return nullptr;
+  const auto& eps = table[target_.cluster]->endpoints;
+  if (eps.empty()) return nullptr;
+  // Round robin over usable endpoints, preferring one not tried yet for this request.
+  const std::size_t n = eps.size();
+  const std::uint32_t start = worker_.next_round_robin(target_.cluster);
+  std::shared_ptr<mesh::Endpoint> fallback;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& e = eps[(start + i) % n];
+    if (!e->healthy.load(std::memory_order_relaxed) || e->ejected.load(std::memory_order_relaxed)) continue;
+    if (std::find(tried.begin(), tried.end(), e.get()) == tried.end()) return e;
+    if (!fallback) fallback = e;
+  }
+  return fallback ? fallback : eps[start % n];
+}
+
+awaitable<std::shared_ptr<mesh::Endpoint>> RequestLifecycle::resolve_outside() {
+  tcp::resolver resolver(worker_.ioc());
+  auto [ec, results] = co_await resolver.async_resolve(target_.outside_host, std::to_string(target_.outside_port),
+                                                       use_tuple);
+  if (ec || results.empty()) co_return nullptr;
+  const auto ep = results.begin()->endpoint();
+  auto out = std::make_shared<mesh::Endpoint>();
+  if (ep.address().is_v6()) {
+    out->ip.v6 = true;
+    const auto b = ep.address().to_v6().to_bytes();
+    std::copy(b.begin(), b.end(), out->ip.bytes);
+  } else {
+    const auto b = ep.address().to_v4().to_bytes();
+    std::copy(b.begin(), b.end(), out->ip.bytes);
+  }
+  out->port = ep.port();
+  out->text = net::endpoint_text(out->ip, out->port);
+  co_return out;
+}
+
+awaitable<void> RequestLifecycle::backoff(std::uint32_t attempt) {
+  // Full jitter: uniform in [0, min(max, base * 2^attempt)].
+  const auto& r = target_.retry;
+  auto cap = r.backoff_base * (1LL << std::min<std::uint32_t>(attempt, 20));
+  if (cap > r.backoff_max) cap = r.backoff_max;
+  if (cap.count() <= 0) co_return;
+  const auto wait = std::chrono::milliseconds(worker_.rng()() % static_cast<std::uint64_t>(cap.count() + 1));
+  asio::steady_timer timer(worker_.ioc());
+  timer.expires_after(wait);
+  co_await timer.async_wait(use_tuple);
+}
+
+awaitable<RequestLifecycle::Failure> RequestLifecycle::send_request(UpstreamConnection& up, bool& wrote_any) {
+  wrote_any = false;
+  UpstreamRequest r;
+  r.path_and_query = path_;
+  r.host = host_;
+  r.forwarded_for = conn_.peer();
+  r.request_id = request_id_;
+  r.body = has_body_;
+  // A body fully kept goes with its length; otherwise it streams (chunked, or with
+  // the client's Content-Length).
+  if (has_body_ && body_complete_ && !body_overflow_) {
+    r.content_length = kept_body_.size();
+  } else if (has_body_) {
+    r.content_length = content_length_;
+  }
+  scratch_.clear();
+  build_request_head(head_, r, scratch_);
+  const bool chunked = has_body_ && !r.content_length;
+  const auto idle = target_.timeouts.idle.count() > 0 ? target_.timeouts.idle : std::chrono::milliseconds(300000);
+  up.watchdog.arm(up.socket, idle);
+  // The head and whatever body is kept, then the rest of the body as it arrives.
+  std::string first = std::move(scratch_);
+  if (!kept_body_.empty()) {
+    if (chunked) first += chunk_header(kept_body_.size());
+    first += kept_body_;
+    if (chunked) first += "\r\n";
+  }
+  if (chunked && body_complete_) first += kLastChunk;
+  auto [ec, n] = co_await asio::async_write(up.socket, asio::buffer(first), use_tuple);
+  scratch_ = std::move(first);
+  wrote_any = n > 0;
+  if (ec) {
+    up.watchdog.disarm();
+    co_return Failure::reset;
+  }
+  while (has_body_ && !body_complete_) {
+    auto piece = co_await conn_.read_body(idle);
+    if (piece.kind == DownstreamConnection::BodyPiece::Kind::end) {
+      body_complete_ = true;
+      if (chunked) {
+        auto [wec, wn] = co_await asio::async_write(up.socket, asio::buffer(kLastChunk.data(), kLastChunk.size()), use_tuple);
+        if (wec) co_return Failure::reset;
+      }
+      break;
+    }
+    if (piece.kind != DownstreamConnection::BodyPiece::Kind::data) {
+      up.watchdog.disarm();
+      co_return Failure::downstream;
+    }
+    if (!body_overflow_ && kept_body_.size() + piece.data.size() <= worker_.limits().retry_buffer_bytes) {
+      kept_body_.append(piece.data);
+    } else {
+      body_overflow_ = true;
+      kept_body_.clear();
+      kept_body_.shrink_to_fit();
+    }
+    std::array<asio::const_buffer, 3> bufs;
+    std::string ch = chunked ? chunk_header(piece.data.size()) : std::string();
+    bufs[0] = asio::buffer(ch);
+    bufs[1] = asio::buffer(piece.data.data(), piece.data.size());
+    bufs[2] = asio::buffer(chunked ? "\r\n" : "", chunked ? 2 : 0);
+    up.watchdog.arm(up.socket, idle);
+    auto [wec, wn] = co_await asio::async_write(up.socket, bufs, use_tuple);
+    if (wec) {
+      up.watchdog.disarm();
+      co_return Failure::reset;
+    }
+  }
+  up.watchdog.disarm();
+  co_return Failure::none;
+}
+
+awaitable<RequestLifecycle::Failure> RequestLifecycle::read_response_head(UpstreamConnection& up,
+                                                                          Clock::time_point try_deadline,
+                                                                          bool per_try_limited) {
+  up.parser.expect_no_body(head_.method == "HEAD");
+  up.watchdog.arm_at(up.socket, try_deadline);
+  while (true) {
+    const auto step = up.parser.parse(up.buffer);
+    if (step.event == Http1Parser::Event::head) {
+      up.buffer.erase(0, step.consumed);
+      const int status = up.parser.head().status;
+      if (status >= 100 && status < 200) {
+        // Interim responses (100 Continue, 103) are not forwarded: meshd answered
+        // Expect itself. Skip to the final response.
+        auto done = up.parser.parse(up.buffer);
+        up.buffer.erase(0, done.consumed);
+        up.parser.expect_no_body(head_.method == "HEAD");
+        continue;
+      }
+      up.watchdog.disarm();
+      co_return Failure::none;
+    }
+    if (step.event == Http1Parser::Event::error) {
+      up.watchdog.disarm();
+      co_return Failure::reset;
+    }
+    const std::size_t old = up.buffer.size();
+    up.buffer.resize(old + 16384);
+    auto [ec, n] = co_await up.socket.async_read_some(asio::buffer(up.buffer.data() + old, 16384), use_tuple);
+    up.buffer.resize(old + n);
+    if (ec) {
+      const bool timed_out = up.watchdog.fired();
+      up.watchdog.disarm();
+      if (timed_out) co_return per_try_limited ? Failure::per_try_timeout : Failure::timeout;
+      co_return Failure::reset;
+    }
+  }
+}
+
+awaitable<bool> RequestLifecycle::stream_response(UpstreamConnection& up) {
+  const MessageHead& rh = up.parser.head();
+  const bool no_body = head_.method == "HEAD" || rh.status == 204 || rh.status == 304;
+  DownstreamResponse out;
+  const bool client_11 = head_.minor_version >= 1;
+  if (no_body) {
+    if (rh.content_length) {
+      out.framing = DownstreamResponse::Framing::length;
+      out.content_length = *rh.content_length;
+    }
+  } else if (rh.content_length) {
+    out.framing = DownstreamResponse::Framing::length;
+    out.content_length = *rh.content_length;
+  } else if (client_11) {
+    out.framing = DownstreamResponse::Framing::chunked;
+  } else {
+    out.framing = DownstreamResponse::Framing::close;
+    conn_.set_close();
+  }
+  if (worker_.draining()) conn_.set_close();
+  out.close = !conn_.keep_alive();
+  scratch_.clear();
+  build_response_head(rh, out, scratch_);
+  conn_.status_sent = rh.status;
+  if (!co_await conn_.write(scratch_)) co_return false;
+  const bool chunked = out.framing == DownstreamResponse::Framing::chunked;
+  const auto idle = target_.timeouts.idle.count() > 0 ? target_.timeouts.idle : std::chrono::milliseconds(300000);
+  while (true) {
+    auto step = up.parser.parse(up.buffer);
+    if (step.event == Http1Parser::Event::body) {
+      const auto piece = up.parser.body();
+      bool ok;
+      if (chunked) {
+        const std::string ch = chunk_header(piece.size());
+        std::string framed;
+        framed.reserve(ch.size() + piece.size() + 2);
+        framed += ch;
+        framed += piece;
+        framed += "\r\n";
+        ok = co_await conn_.write(framed);
+      } else {
+        ok = co_await conn_.write(piece);
+      }
+      up.buffer.erase(0, step.consumed);
+      if (!ok) co_return false;
+      continue;
+    }
+    if (step.event == Http1Parser::Event::message_complete) {
+      up.buffer.erase(0, step.consumed);
+      if (chunked && !co_await conn_.write(kLastChunk)) co_return false;
+      co_return true;
+    }
+    if (step.event == Http1Parser::Event::error) co_return false;
+    up.buffer.erase(0, step.consumed);
+    const std::size_t old = up.buffer.size();
+    up.buffer.resize(old + 16384);
+    if (deadline_) {
+      up.watchdog.arm_at(up.socket, std::min(*deadline_, Clock::now() + idle));
+    } else {
+      up.watchdog.arm(up.socket, idle);
+    }
+    auto [ec, n] = co_await up.socket.async_read_some(asio::buffer(up.buffer.data() + old, 16384), use_tuple);
+    const bool timed_out = up.watchdog.fired();
+    up.watchdog.disarm();
+    up.buffer.resize(old + n);
+    if (ec) {
+      if (timed_out) {
+        flag_ = "upstream_timeout";
+        ++worker_.stats().timeouts[{target_.service ? target_.service->label : metrics::empty_label(),
+                                    node_label_ ? node_label_ : metrics::empty_label()}];
+        co_return false;
+      }
+      if (ec == asio::error::eof) {
+        auto fin = up.parser.finish();
+        if (fin.event == Http1Parser::Event::message_complete) {
+          if (chunked && !co_await conn_.write(kLastChunk)) co_return false;
+          conn_.set_close();
+          co_return true;
+        }
+      }
+      co_return false;
+    }
+  }
+}
+
+awaitable<void> RequestLifecycle::forward() {
+  const auto& limits = worker_.limits();
+  if (target_.timeouts.per_request.count() > 0) deadline_ = start_ + target_.timeouts.per_request;
+  std::vector<const mesh::Endpoint*> tried;
+  std::uint32_t attempt = 0;       // retries counted against maxRetries
+  std::uint32_t fresh_retries = 0;  // reused-connection races, not counted
+  std::shared_ptr<mesh::Endpoint> outside;
+  if (target_.outside_mesh) {
+    outside = co_await resolve_outside();
+    if (!outside) {
+      co_await reply(LocalReply::upstream_connect_failure, "cannot resolve '" + target_.outside_host + "'");
+      co_return;
+    }
+  }
+  while (true) {
+    auto ep = outside ? outside : pick_endpoint(tried);
+    if (!ep) {
+      co_await reply(LocalReply::no_healthy_upstream, "the target virtual node has no endpoints");
+      co_return;
+    }
+    tried.push_back(ep.get());
+    ActiveRequest active(ep);
+    const bool replayable = !has_body_ || (!body_overflow_ && (body_complete_ || kept_body_.empty()));
+    const bool can_retry = attempt < target_.retry.max_retries && replayable;
+    auto retry_counted = [&]() {
+      ++attempt;
+      ++retries_;
+      ++worker_.stats().retries[{target_.service ? target_.service->label : metrics::empty_label(),
+                                 target_.route ? target_.route->label : metrics::empty_label()}];
+    };
+
+    error_code ec;
+    const auto connect_timeout = limits.upstream_connect_timeout;
+    auto* gauge = &worker_.stats().upstream_connections[node_label_ ? node_label_ : metrics::empty_label()];
+    auto up = co_await worker_.pool().acquire(
+        ep, connect_timeout, HeadLimits{limits.max_request_headers_bytes, limits.max_request_headers_count}, gauge, ec);
+    if (!up) {
+      if (can_retry && target_.retry.on_connect_failure) {
+        retry_counted();
+        co_await backoff(attempt);
+        continue;
+      }
+      co_await reply(LocalReply::upstream_connect_failure, ep->text + ": " + ec.message());
+      co_return;
+    }
+    const bool reused = up->reused;
+
+    bool wrote_any = false;
+    Failure failure = co_await send_request(*up, wrote_any);
+    if (failure == Failure::downstream) {
+      // The client went away or sent a broken body: nothing to answer.
+      conn_.set_close();
+      flag_ = "downstream_disconnect";
+      co_return;
+    }
+    const auto now = Clock::now();
+    if (failure == Failure::none) {
+      Clock::time_point try_deadline = deadline_.value_or(now + std::chrono::hours(24 * 365));
+      bool per_try = false;
+      if (target_.retry.per_try_timeout.count() > 0 && now + target_.retry.per_try_timeout < try_deadline) {
+        try_deadline = now + target_.retry.per_try_timeout;
+        per_try = true;
+      }
+      failure = co_await read_response_head(*up, try_deadline, per_try);
+    }
+    const bool replayable_now = !has_body_ || (!body_overflow_ && body_complete_);
+    if (failure == Failure::reset && reused && fresh_retries < 3 &&
+        (!wrote_any || (idempotent(head_.method) && replayable_now))) {
+      // The pooled connection was closed under us ("503 UC"): a fresh one, not a retry.
+      ++fresh_retries;
+      tried.pop_back();
+      continue;
+    }
+    if (failure == Failure::timeout || failure == Failure::per_try_timeout) {
+      ++worker_.stats().timeouts[{target_.service ? target_.service->label : metrics::empty_label(),
+                                  node_label_ ? node_label_ : metrics::empty_label()}];
+      // The upstream request is abandoned: its connection is closed, never reused.
+      up.reset();
+      if (failure == Failure::per_try_timeout && attempt < target_.retry.max_retries && replayable_now) {
+        retry_counted();
+        co_await backoff(attempt);
+        continue;
+      }
+      co_await reply(LocalReply::upstream_timeout, "the upstream did not answer in time");
+      co_return;
+    }
+    if (failure == Failure::reset) {
+      up.reset();
+      if (attempt < target_.retry.max_retries && replayable_now && target_.retry.on_reset) {
+        retry_counted();
+        co_await backoff(attempt);
+        continue;
+      }
+      co_await reply(LocalReply::upstream_reset, ep->text + " closed the connection before a full response");
+      co_return;
+    }
+    const int status = up->parser.head().status;
+    if (target_.retry.retries_status(status) && attempt < target_.retry.max_retries && replayable_now) {
+      up.reset();  // not reading the rest of this response: the connection cannot be reused
+      retry_counted();
+      co_await backoff(attempt);
+      continue;
+    }
+    if (attempt > 0 && attempt == target_.retry.max_retries && target_.retry.retries_status(status)) {
+      flag_ = "retries_exhausted";
+    }
+    const bool ok = co_await stream_response(*up);
+    if (!ok) {
+      // A failure after the response head went downstream: reset the downstream
+      // connection so the client sees a truncated response, never a complete one.
+      conn_.set_close();
+      error_code ignored;
+      conn_.socket().set_option(asio::socket_base::linger(true, 0), ignored);
+      conn_.socket().close(ignored);
+      if (flag_.empty()) flag_ = "upstream_reset_after_headers";
+      co_return;
+    }
+    if (up->parser.keep_alive() && !up->parser.in_message()) {
+      worker_.pool().release(std::move(up),
+                             target_.to_app ? limits.upstream_idle_timeout_app : limits.upstream_idle_timeout_mesh,
+                             limits.max_idle_upstream_per_endpoint);
+    }
+    co_return;
+  }
+}
+
+void RequestLifecycle::record() {
+  auto& stats = worker_.stats();
+  const auto* service = target_.service ? target_.service->label : metrics::empty_label();
+  const auto* route = target_.route ? target_.route->label : metrics::empty_label();
+  const auto* node = node_label_ ? node_label_ : metrics::empty_label();
+  const auto status = static_cast<std::uint16_t>(conn_.status_sent);
+  ++stats.requests[{conn_.direction(), service, route, node, status}];
+  const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+  stats.durations[{conn_.direction(), service, node}].observe(seconds);
+  if (view_->access_log) {
+    view_->access_log->write(AccessLogEntry{conn_.direction(), head_, path_, host_, conn_.status_sent,
+                                            conn_.bytes_sent, seconds, *service, *route, *node, flag_, retries_,
+                                            request_id_.empty() ? head_.get("x-request-id").value_or("")
+                                                                : std::string_view(request_id_)});
+  }
+}
+
+}  // namespace meshd::proxy

@@ -1,0 +1,432 @@
+#include "proxy/server.hpp"
+
+#include <sys/resource.h>
+
+#include <atomic>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <sstream>
+
+#include "mesh/loader.hpp"
+#include "mesh/names.hpp"
+#include "metrics/admin_server.hpp"
+#include "metrics/collector.hpp"
+#include "net/cpu.hpp"
+#include "net/listen.hpp"
+#include "proxy/access_log.hpp"
+#include "proxy/capabilities.hpp"
+#include "proxy/cli.hpp"
+#include "proxy/json.hpp"
+#include "proxy/version.hpp"
+#include "proxy/worker.hpp"
+
+namespace meshd::proxy {
+
+namespace {
+
+std::string now_rfc3339() {
+  char buf[32];
+  const std::time_t t = std::time(nullptr);
+  tm utc;
+  gmtime_r(&t, &utc);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return buf;
+}
+
+void raise_open_files_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+std::string ms_text(std::chrono::milliseconds d) { return std::to_string(d.count()) + "ms"; }
+
+}  // namespace
+
+class Server {
+ public:
+  explicit Server(const RunOptions& o) : opts_(o), started_(Clock::now()) {}
+
+  int run() {
+    raise_open_files_limit();
+    if (int rc = load(); rc != kExitOk) return rc;
+    if (int rc = bind(); rc != kExitOk) return rc;
+    for (std::size_t i = 0; i < workers_.size(); ++i) workers_[i]->start(egress_.release(i), ingress_.release(i));
+    publish_view();
+    admin_.start();
+    for (const auto& l : listeners_) std::cout << "meshd: listening " << l << "\n";
+    std::cout << "meshd: node " << opts_.node << " of mesh " << config_->mesh.name << ", " << workers_.size()
+              << (workers_.size() == 1 ? " worker" : " workers") << std::endl;
+
+    asio::signal_set signals(main_, SIGTERM, SIGINT);
+    signals.async_wait([this](const error_code& ec, int) {
+      if (!ec) begin_drain();
+    });
+    discovery_loop();
+    readiness_deadline();
+    main_.run();
+
+    admin_.stop();
+    for (auto& w : workers_) w->stop();
+    workers_.clear();
+    std::cout << "meshd: stopped" << std::endl;
+    return kExitOk;
+  }
+
+ private:
+  // ---- start-up ----------------------------------------------------------------
+  int load() {
+    auto result = mesh::load_mesh_file(opts_.mesh_file);
+    if (!result.ok()) {
+      std::cerr << result.diagnostics.format_all();
+      return kExitInvalid;
+    }
+    config_ = std::make_shared<const mesh::MeshConfig>(std::move(*result.config));
+    sha256_ = result.sha256;
+    loaded_at_ = now_rfc3339();
+    if (!opts_.mesh_from_env.empty() && opts_.mesh_from_env != config_->mesh.name) {
+      std::cerr << "meshd: the environment names mesh '" << opts_.mesh_from_env << "' but " << opts_.mesh_file
+                << " is mesh '" << config_->mesh.name << "'\n";
+      return kExitInvalid;
+    }
+    mesh::Diagnostics diag;
+    snap_ = mesh::Snapshot::compile(config_, opts_.node, diag, opts_.mesh_file);
+    if (!snap_) {
+      std::cerr << diag.format_all();
+      return kExitInvalid;
+    }
+    const auto missing = unsupported_features(*snap_);
+    if (!missing.empty()) {
+      for (const auto& u : missing) {
+        std::cerr << opts_.mesh_file << ": " << u.path << ": not supported by this build: " << u.reason << "\n";
+      }
+      return kExitInvalid;
+    }
+    const auto& node = snap_->node();
+    if (node.spec.logging && node.spec.logging->access_log) {
+      std::string error;
+      access_log_ = AccessLog::open(node.spec.logging->access_log->path, error);
+      if (!access_log_) {
+        std::cerr << "meshd: " << error << "\n";
+        return kExitRuntime;
+      }
+    }
+    registry_.set_snapshot(snap_);
+    std::string error;
+    resolver_ = std::make_unique<net::CaresResolver>(main_, opts_.limits.dns_resolvers, error);
+    if (!error.empty()) {
+      std::cerr << "meshd: " << error << "\n";
+      return kExitRuntime;
+    }
+    return kExitOk;
+  }
+
+  int bind() {
+    const unsigned n = opts_.workers > 0 ? opts_.workers : net::default_workers();
+    std::error_code ec;
+    egress_ = net::ListenSockets::open(*net::parse_ip("127.0.0.1"), opts_.egress_port, n, 4096, ec);
+    if (ec) return bind_error("egress", "127.0.0.1:" + std::to_string(opts_.egress_port), ec);
+    ingress_ = net::ListenSockets::open(*net::parse_ip("0.0.0.0"), opts_.ingress_port, n, 4096, ec);
+    if (ec) return bind_error("ingress", "0.0.0.0:" + std::to_string(opts_.ingress_port), ec);
+    listeners_ = {"egress " + egress_.address(), "ingress " + ingress_.address()};
+    auto admin = net::split_host_port(opts_.admin, true);
+    const std::string admin_bound = admin_.listen(
+        admin->host, admin->port.value_or(0),
+        [this](const std::string& m, const std::string& t) { return handle_admin(m, t, false); }, ec);
+    if (ec) return bind_error("admin", opts_.admin, ec);
+    listeners_.push_back("admin " + admin_bound);
+    if (opts_.stats) {
+      auto stats = net::split_host_port(*opts_.stats, true);
+      const std::string stats_bound = admin_.listen(
+          stats->host, stats->port.value_or(0),
+          [this](const std::string& m, const std::string& t) { return handle_admin(m, t, true); }, ec);
+      if (ec) return bind_error("stats", *opts_.stats, ec);
+      listeners_.push_back("stats " + stats_bound);
+    }
+    for (unsigned i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(i, opts_.limits));
+    // The first descriptor of each set is released per worker in run().
+    return kExitOk;
+  }
+
+  int bind_error(const char* what, const std::string& address, const std::error_code& ec) {
+    std::cerr << "meshd: cannot listen for " << what << " on " << address << ": " << ec.message() << "\n";
+    return kExitRuntime;
+  }
+
+  // ---- state published to workers -------------------------------------------------
+  void publish_view() {
+    auto view = std::make_shared<RuntimeView>();
+    view->snap = snap_;
+    view->endpoints = registry_.table();
+    view->node_label = metrics::intern(snap_->node().name);
+    view->access_log = access_log_;
+    const auto& listeners = snap_->node().spec.listeners;
+    std::optional<std::uint16_t> app_port = opts_.app_port;
+    const mesh::Listener* listener = nullptr;
+    for (const auto& l : listeners) {
+      if (!app_port || l.port_mapping.port == *app_port) {
+        listener = &l;
+        break;
+      }
+    }
+    if (!app_port && listener != nullptr) app_port = static_cast<std::uint16_t>(listener->port_mapping.port);
+    if (app_port) {
+      if (!app_endpoint_ || app_endpoint_->port != *app_port) {
+        app_endpoint_ = std::make_shared<mesh::Endpoint>();
+        app_endpoint_->ip = *net::parse_ip("127.0.0.1");
+        app_endpoint_->port = *app_port;
+        app_endpoint_->text = net::endpoint_text(app_endpoint_->ip, *app_port);
+      }
+      view->app = app_endpoint_;
+    }
+    if (listener != nullptr && listener->timeout && listener->timeout->kind != mesh::Protocol::tcp) {
+      const auto& t = listener->timeout->http;
+      if (t.per_request) view->ingress_timeouts.per_request = t.per_request->millis();
+      if (t.idle) view->ingress_timeouts.idle = t.idle->millis();
+    }
+    std::shared_ptr<const RuntimeView> shared = view;
+    view_.store(shared);
+    for (auto& w : workers_) w->set_view(shared);
+  }
+
+  void discovery_loop() {
+    registry_.refresh(*resolver_, [this] {
+      if (registry_.table() != view_.load()->endpoints) publish_view();
+      if (registry_.all_answered() && !draining_) ready_ = true;
+      auto timer = std::make_shared<asio::steady_timer>(main_, opts_.limits.dns_refresh);
+      timer->async_wait([this, timer](const error_code& ec) {
+        if (!ec) discovery_loop();
+      });
+    });
+  }
+
+  void readiness_deadline() {
+    // /ready waits for the first discovery answers, at most 10 s (SPEC §4).
+    auto timer = std::make_shared<asio::steady_timer>(main_, std::chrono::seconds(10));
+    timer->async_wait([this, timer](const error_code& ec) {
+      if (!ec && !draining_) ready_ = true;
+    });
+  }
+
+  // ---- drain ----------------------------------------------------------------------
+  void begin_drain() {
+    if (draining_.exchange(true)) return;
+    ready_ = false;
+    std::cout << "meshd: draining" << std::endl;
+    for (auto& w : workers_) w->begin_drain();
+    drain_started_ = Clock::now();
+    drain_check();
+  }
+
+  void drain_check() {
+    const auto elapsed = Clock::now() - drain_started_;
+    std::size_t open = 0;
+    for (auto& w : workers_) open += w->open_connections();
+    if ((elapsed >= opts_.limits.drain_min && open == 0) || elapsed >= opts_.drain_timeout) {
+      main_.stop();
+      return;
+    }
+    auto timer = std::make_shared<asio::steady_timer>(main_, std::chrono::milliseconds(50));
+    timer->async_wait([this, timer](const error_code& ec) {
+      if (!ec) drain_check();
+    });
+  }
+
+  // ---- admin (runs on the admin thread) -------------------------------------------
+  metrics::AdminResponse handle_admin(const std::string& method, const std::string& target, bool stats_only) {
+    const std::string path = target.substr(0, target.find('?'));
+    if (method == "POST" && !stats_only) {
+      if (path == "/drain") {
+        asio::post(main_, [this] { begin_drain(); });
+        return {202, "text/plain; charset=utf-8", "draining\n"};
+      }
+      return {404, "text/plain; charset=utf-8", "no such admin endpoint\n"};
+    }
+    if (method != "GET" && method != "HEAD") return {405, "text/plain; charset=utf-8", "use GET\n"};
+    if (path == "/ready") {
+      if (draining_) return {503, "text/plain; charset=utf-8", "DRAINING\n"};
+      return ready_ ? metrics::AdminResponse{200, "text/plain; charset=utf-8", "LIVE\n"}
+                    : metrics::AdminResponse{503, "text/plain; charset=utf-8", "PRE_INITIALIZING\n"};
+    }
+    if (path == "/server_info") return {200, "application/json", server_info()};
+    if (path == "/metrics" || path == "/stats/prometheus") {
+      return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_text()};
+    }
+    if (path == "/config_dump") return {200, "application/json", config_dump()};
+    if (path == "/clusters") return {200, "application/json", clusters()};
+    return {404, "text/plain; charset=utf-8", "no such admin endpoint\n"};
+  }
+
+  std::string server_info() {
+    Json j;
+    j.begin_object();
+    j.key("state").value(draining_ ? "DRAINING" : "LIVE");
+    j.key("version").value(kVersion);
+    j.key("node").value(opts_.node);
+    j.key("mesh").value(config_->mesh.name);
+    j.key("uptime_seconds").value(static_cast<std::int64_t>(
+        std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count()));
+    j.key("config_version").value(static_cast<std::int64_t>(1));
+    j.key("workers").value(static_cast<std::int64_t>(workers_.size()));
+    j.key("listeners").begin_array();
+    for (const auto& l : listeners_) {
+      const auto space = l.find(' ');
+      j.begin_object().key("name").value(l.substr(0, space)).key("address").value(l.substr(space + 1)).end_object();
+    }
+    j.end_array();
+    j.end_object();
+    return j.str() + "\n";
+  }
+
+  std::string clusters() {
+    auto view = view_.load();
+    Json j;
+    j.begin_object().key("clusters").begin_array();
+    for (std::size_t i = 0; i < view->snap->clusters().size(); ++i) {
+      const auto& c = view->snap->clusters()[i];
+      j.begin_object();
+      j.key("virtual_node").value(c.node_name);
+      j.key("port").value(static_cast<std::int64_t>(c.port));
+      j.key("discovery").value(c.describe_discovery());
+      const auto* ce = i < view->endpoints->size() ? (*view->endpoints)[i].get() : nullptr;
+      if (ce != nullptr && !ce->last_error.empty()) j.key("discovery_error").value(ce->last_error);
+      j.key("endpoints").begin_array();
+      if (ce != nullptr) {
+        for (const auto& e : ce->endpoints) {
+          j.begin_object();
+          j.key("address").value(e->text);
+          j.key("healthy").value(e->healthy.load());
+          j.key("ejected").value(e->ejected.load());
+          j.key("active_requests").value(static_cast<std::int64_t>(e->active_requests.load()));
+          j.end_object();
+        }
+      }
+      j.end_array().end_object();
+    }
+    j.end_array().end_object();
+    return j.str() + "\n";
+  }
+
+  std::string config_dump() {
+    auto view = view_.load();
+    const auto& snap = *view->snap;
+    Json j;
+    j.begin_object();
+    j.key("config_version").value(static_cast<std::int64_t>(1));
+    j.key("sha256").value(sha256_);
+    j.key("loaded_at").value(loaded_at_);
+    j.key("last_error").null();
+    j.key("mesh_file").value(opts_.mesh_file);
+    j.key("effective").begin_object();
+    j.key("mesh").value(snap.config().mesh.name);
+    j.key("node").value(snap.node().name);
+    j.key("egress_filter").value(std::string(mesh::to_string(snap.egress_filter())));
+    j.key("app").value(view->app ? view->app->text : std::string());
+    j.key("ingress_timeouts").begin_object();
+    j.key("per_request").value(ms_text(view->ingress_timeouts.per_request));
+    j.key("idle").value(ms_text(view->ingress_timeouts.idle));
+    j.end_object();
+    j.key("limits").begin_object();
+    std::istringstream limits(opts_.limits.describe());
+    std::string line;
+    while (std::getline(limits, line)) {
+      const auto eq = line.find('=');
+      j.key(line.substr(0, eq)).value(line.substr(eq + 1));
+    }
+    j.end_object();
+    j.key("virtual_services").begin_array();
+    for (const auto& s : snap.services()) {
+      j.begin_object();
+      j.key("name").value(s.service->name);
+      j.key("provider").value(s.provider == mesh::ServiceEntry::Provider::none ? std::string()
+                                                                               : s.provider_name);
+      j.key("listeners").begin_array();
+      if (s.listeners != nullptr) {
+        for (const auto& l : *s.listeners) {
+          j.begin_object();
+          j.key("port").value(static_cast<std::int64_t>(l.port));
+          j.key("protocol").value(std::string(mesh::to_string(l.protocol)));
+          j.key("routes").begin_array();
+          for (const auto& r : l.routes) {
+            j.begin_object();
+            j.key("name").value(r.name);
+            if (r.priority) j.key("priority").value(static_cast<std::int64_t>(*r.priority));
+            j.key("match").value(r.match.describe());
+            j.key("per_request_timeout").value(ms_text(r.timeouts.per_request));
+            j.key("idle_timeout").value(ms_text(r.timeouts.idle));
+            j.key("max_retries").value(static_cast<std::int64_t>(r.retry.max_retries));
+            j.key("per_try_timeout").value(ms_text(r.retry.per_try_timeout));
+            j.key("targets").begin_array();
+            for (const auto& t : r.targets) {
+              j.begin_object();
+              j.key("virtual_node").value(snap.clusters()[t.cluster].node_name);
+              j.key("port").value(static_cast<std::int64_t>(snap.clusters()[t.cluster].port));
+              j.key("weight").value(static_cast<std::int64_t>(t.weight));
+              j.end_object();
+            }
+            j.end_array().end_object();
+          }
+          j.end_array().end_object();
+        }
+      }
+      j.end_array().end_object();
+    }
+    j.end_array();
+    j.end_object();
+    j.end_object();
+    return j.str() + "\n";
+  }
+
+  std::string metrics_text() {
+    metrics::Collector collector([this] {
+      metrics::Snapshot s;
+      for (auto& w : workers_) {
+        auto f = w->scrape();
+        if (f.wait_for(std::chrono::seconds(1)) == std::future_status::ready) s.merged.merge(f.get());
+      }
+      auto view = view_.load();
+      for (std::size_t i = 0; i < view->endpoints->size(); ++i) {
+        const auto& ce = (*view->endpoints)[i];
+        for (const auto& e : ce->endpoints) {
+          s.endpoints.push_back({ce->node, e->text, e->healthy.load(), e->ejected.load()});
+        }
+      }
+      s.version = kVersion;
+      s.mesh = config_->mesh.name;
+      s.node = opts_.node;
+      return s;
+    });
+    return metrics::to_text(collector.Collect());
+  }
+
+  RunOptions opts_;
+  Clock::time_point started_;
+  asio::io_context main_{1};
+  std::shared_ptr<const mesh::MeshConfig> config_;
+  std::shared_ptr<const mesh::Snapshot> snap_;
+  std::string sha256_, loaded_at_;
+  mesh::EndpointRegistry registry_;
+  std::unique_ptr<net::CaresResolver> resolver_;
+  net::ListenSockets egress_, ingress_;
+  std::vector<std::string> listeners_;
+  metrics::AdminServer admin_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::shared_ptr<mesh::Endpoint> app_endpoint_;
+  std::shared_ptr<AccessLog> access_log_;
+  std::atomic<std::shared_ptr<const RuntimeView>> view_;
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> ready_{false};
+  Clock::time_point drain_started_{};
+};
+
+int run_server(const RunOptions& options) {
+  Server server(options);
+  return server.run();
+}
+
+}  // namespace meshd::proxy

@@ -264,7 +264,9 @@ awaitable<RequestLifecycle::Failure> RequestLifecycle::send_request(UpstreamConn
     }
     if (piece.kind != DownstreamConnection::BodyPiece::Kind::data) {
       up.watchdog.disarm();
-      co_return Failure::downstream;
+      co_return piece.kind == DownstreamConnection::BodyPiece::Kind::error     ? Failure::downstream_bad
+             : piece.kind == DownstreamConnection::BodyPiece::Kind::timeout ? Failure::downstream_timeout
+                                                                            : Failure::downstream_closed;
     }
     if (!body_overflow_ && kept_body_.size() + piece.data.size() <= worker_.limits().retry_buffer_bytes) {
       kept_body_.append(piece.data);
@@ -412,8 +414,51 @@ awaitable<bool> RequestLifecycle::stream_response(UpstreamConnection& up) {
   }
 }
 
+awaitable<RequestLifecycle::Failure> RequestLifecycle::read_first_body_piece() {
+  // The first piece of the body is read before anything goes upstream, so that a
+  // body broken at its start (a bad chunk size) is refused with nothing forwarded,
+  // and a small body is sent whole with its length.
+  const auto idle = target_.timeouts.idle.count() > 0 ? target_.timeouts.idle : std::chrono::milliseconds(300000);
+  auto piece = co_await conn_.read_body(idle);
+  using Kind = DownstreamConnection::BodyPiece::Kind;
+  switch (piece.kind) {
+    case Kind::data:
+      kept_body_.append(piece.data);
+      if (kept_body_.size() > worker_.limits().retry_buffer_bytes) body_overflow_ = true;
+      co_return Failure::none;
+    case Kind::end:
+      body_complete_ = true;
+      co_return Failure::none;
+    case Kind::error:
+      co_return Failure::downstream_bad;
+    case Kind::timeout:
+      co_return Failure::downstream_timeout;
+    case Kind::closed:
+      break;
+  }
+  co_return Failure::downstream_closed;
+}
+
+awaitable<void> RequestLifecycle::answer_downstream_failure(Failure f) {
+  conn_.set_close();
+  if (conn_.status_sent != 0) co_return;
+  if (f == Failure::downstream_bad) {
+    co_await reply(LocalReply::bad_request, "malformed request body", true);
+  } else if (f == Failure::downstream_timeout) {
+    co_await reply(LocalReply::request_timeout, "the request body stalled", true);
+  } else {
+    flag_ = "downstream_disconnect";
+  }
+}
+
 awaitable<void> RequestLifecycle::forward() {
   const auto& limits = worker_.limits();
+  if (has_body_ && !body_complete_) {
+    if (auto f = co_await read_first_body_piece(); f != Failure::none) {
+      co_await answer_downstream_failure(f);
+      co_return;
+    }
+  }
   if (target_.timeouts.per_request.count() > 0) deadline_ = start_ + target_.timeouts.per_request;
   std::vector<const mesh::Endpoint*> tried;
   std::uint32_t attempt = 0;       // retries counted against maxRetries
@@ -461,10 +506,12 @@ awaitable<void> RequestLifecycle::forward() {
 
     bool wrote_any = false;
     Failure failure = co_await send_request(*up, wrote_any);
-    if (failure == Failure::downstream) {
-      // The client went away or sent a broken body: nothing to answer.
-      conn_.set_close();
-      flag_ = "downstream_disconnect";
+    if (failure == Failure::downstream_bad || failure == Failure::downstream_timeout ||
+        failure == Failure::downstream_closed) {
+      // The client sent a broken body, stalled or went away: the upstream request is
+      // abandoned with its connection.
+      up.reset();
+      co_await answer_downstream_failure(failure);
       co_return;
     }
     const auto now = Clock::now();

@@ -33,7 +33,8 @@ class RequestLifecycle {
     mesh::RetryPolicySpec retry;
     mesh::RouteTimeouts timeouts;
   };
-  enum class Failure { none, connect, reset, timeout, per_try_timeout, status, downstream };
+  enum class Failure { none, connect, reset, timeout, per_try_timeout, status, downstream_closed, downstream_bad,
+                       downstream_timeout };
 
   awaitable<bool> route();
   awaitable<void> forward();
@@ -44,6 +45,8 @@ class RequestLifecycle {
                                         bool per_try_limited);
   awaitable<bool> stream_response(UpstreamConnection& up);
   awaitable<void> backoff(std::uint32_t attempt);
+  awaitable<Failure> read_first_body_piece();
+  awaitable<void> answer_downstream_failure(Failure f);
   awaitable<void> reply(LocalReply r, std::string_view detail, bool close = false);
   void record();
 

@@ -1,0 +1,564 @@
+#!/usr/bin/env python3
+"""`meshd run` against fake upstreams: routing, forwarding, local replies, limits,
+pools, retries, discovery, admin, metrics and drain (SPEC §2-§6, issue 3)."""
+import argparse
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+import harness
+from harness import FakeDns, Meshd, Upstream, header, http_request, raw_exchange, read_response
+
+
+def canary_mesh(v1, v2, extra_route="", filter_type="DROP_ALL", route_extras=""):
+    return f"""
+mesh: {{name: test-mesh, spec: {{egressFilter: {{type: {filter_type}}}}}}}
+virtualNodes:
+  - name: client
+    spec:
+      listeners: [{{portMapping: {{port: 3000, protocol: http}}}}]
+      serviceDiscovery: {{dns: {{hostname: client.local}}}}
+      backends:
+        - virtualService: {{virtualServiceName: svc.local}}
+        - virtualService: {{virtualServiceName: direct.local}}
+        - virtualService: {{virtualServiceName: nowhere.local}}
+        - virtualService: {{virtualServiceName: empty.local}}
+      logging: {{accessLog: {{file: {{path: ACCESS_LOG}}}}}}
+  - name: v1
+    spec:
+      listeners: [{{portMapping: {{port: 8080, protocol: http}}}}]
+      serviceDiscovery: {{static: {{endpoints: [{{address: 127.0.0.1, port: {v1}}}]}}}}
+  - name: v2
+    spec:
+      listeners: [{{portMapping: {{port: 8080, protocol: http}}}}]
+      serviceDiscovery: {{static: {{endpoints: [{{address: 127.0.0.1, port: {v2}}}]}}}}
+  - name: dead
+    spec:
+      listeners: [{{portMapping: {{port: 8080, protocol: http}}}}]
+      serviceDiscovery: {{static: {{endpoints: [{{address: 127.0.0.1, port: 1}}]}}}}
+virtualServices:
+  - {{name: svc.local, spec: {{provider: {{virtualRouter: {{virtualRouterName: router}}}}}}}}
+  - {{name: direct.local, spec: {{provider: {{virtualNode: {{virtualNodeName: v1}}}}}}}}
+  - {{name: nowhere.local, spec: {{provider: {{virtualNode: {{virtualNodeName: dead}}}}}}}}
+  - {{name: empty.local, spec: {{}}}}
+virtualRouters:
+  - name: router
+    spec: {{listeners: [{{portMapping: {{port: 8080, protocol: http}}}}]}}
+routes:
+  - name: beta
+    virtualRouterName: router
+    spec:
+      priority: 1
+      httpRoute:
+        match: {{prefix: /, headers: [{{name: x-beta, match: {{exact: "yes"}}}}]}}
+        action: {{weightedTargets: [{{virtualNode: v2, weight: 1}}]}}
+  - name: retry
+    virtualRouterName: router
+    spec:
+      priority: 2
+      httpRoute:
+        match: {{prefix: /flaky}}
+        action: {{weightedTargets: [{{virtualNode: v1, weight: 1}}]}}
+        retryPolicy: {{maxRetries: 3, perRetryTimeout: {{value: 300, unit: ms}}, httpRetryEvents: [server-error]}}
+  - name: fast-timeout
+    virtualRouterName: router
+    spec:
+      priority: 3
+      httpRoute:
+        match: {{prefix: /hang}}
+        action: {{weightedTargets: [{{virtualNode: v1, weight: 1}}]}}
+        timeout: {{perRequest: {{value: 300, unit: ms}}}}
+        retryPolicy: {{maxRetries: 0, perRetryTimeout: {{value: 1, unit: s}}, httpRetryEvents: [server-error]}}
+  - name: only-api
+    virtualRouterName: router
+    spec:
+      priority: 4
+      httpRoute:
+        match: {{prefix: /nothing-else}}
+        action: {{weightedTargets: [{{virtualNode: v2, weight: 1}}]}}
+{extra_route}
+  - name: canary
+    virtualRouterName: router
+    spec:
+      priority: 100
+      httpRoute:
+        match: {{prefix: /{route_extras}}}
+        action:
+          weightedTargets: [{{virtualNode: v1, weight: 90}}, {{virtualNode: v2, weight: 10}}]
+"""
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.v1 = Upstream("v1")
+        self.v2 = Upstream("v2")
+        self.tmp = self._tmpdir()
+        self.access_log = os.path.join(self.tmp, "access.log")
+        self.meshes = []
+
+    def _tmpdir(self):
+        import tempfile
+        return tempfile.mkdtemp(prefix="meshd-run-")
+
+    def tearDown(self):
+        for m in self.meshes:
+            m.stop()
+        self.v1.close()
+        self.v2.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def start(self, mesh_text=None, node="client", **kw):
+        text = (mesh_text or canary_mesh(self.v1.port, self.v2.port)).replace("ACCESS_LOG", self.access_log)
+        m = Meshd(text, node, **kw)
+        self.meshes.append(m)
+        return m
+
+    def egress(self, m, path="/", host="svc.local", headers=None, method="GET", body=b""):
+        hdrs = {"Host": host}
+        hdrs.update(headers or {})
+        return http_request("127.0.0.1", m.port("egress"), method, path, headers=hdrs, body=body)
+
+
+class Routing(Base):
+    def test_canary_split_over_10000_requests(self):
+        m = self.start()
+        conn = http.client.HTTPConnection("127.0.0.1", m.port("egress"), timeout=10)
+        counts = {"v1": 0, "v2": 0}
+        n = 10000
+        for _ in range(n):
+            conn.request("GET", "/split", headers={"Host": "svc.local"})
+            r = conn.getresponse()
+            r.read()
+            counts[r.getheader("X-Upstream")] += 1
+        conn.close()
+        share = 100.0 * counts["v2"] / n
+        self.assertLess(abs(share - 10.0), 1.5, counts)
+        # Keep-alive reuse: a handful of upstream connections for 10,000 requests.
+        self.assertLessEqual(self.v1.connections + self.v2.connections, 8)
+        self.assertEqual(m.metric("meshd_requests_total", route="canary", code="200"), n)
+
+    def test_header_route_absolute_form_and_authority_rules(self):
+        m = self.start()
+        status, hs, body = self.egress(m, "/x", headers={"x-beta": "yes"})
+        self.assertEqual(status, 200)
+        self.assertEqual(header(hs, "X-Upstream"), "v2")
+        # Absolute-form (HTTP_PROXY): its authority wins over Host, and Host is rebuilt.
+        status, hs, body = self.egress(m, "http://SVC.local.:8080/abs?q=1", host="other.example",
+                                       headers={"x-beta": "yes"})
+        self.assertEqual(status, 200)
+        req = self.v2.requests[-1]
+        self.assertEqual(req["path"], "/abs?q=1")
+        self.assertEqual(header(req["headers"], "Host"), "SVC.local.:8080")
+
+    def test_local_replies(self):
+        m = self.start()
+        cases = [
+            ("example.com", "/", 403, "egress_denied"),
+            ("svc.local:9999", "/", 404, "no_route"),
+            ("empty.local", "/", 503, "no_healthy_upstream"),
+            ("nowhere.local", "/", 503, "upstream_connect_failure"),
+            ("svc.local", "/hang", 504, "upstream_timeout"),
+        ]
+        for host, path, status, code in cases:
+            s, hs, body = self.egress(m, path, host=host)
+            self.assertEqual((s, header(hs, "x-meshd-error")), (status, code), (host, path, body))
+            self.assertEqual(header(hs, "content-type"), "text/plain")
+        self.assertGreaterEqual(m.metric("meshd_upstream_timeouts_total"), 1)
+        # The upstream closes before answering: 502.
+        s, hs, _ = self.egress(m, "/reset", headers={"x-beta": "yes"})
+        self.assertEqual((s, header(hs, "x-meshd-error")), (502, "upstream_reset"))
+        # It closes mid-body, after the head went downstream: the client's connection
+        # is reset, so it never sees a complete response.
+        with self.assertRaises((ConnectionError, OSError)):
+            self.egress(m, "/close-mid", headers={"x-beta": "yes"})
+
+    def test_no_route(self):
+        text = canary_mesh(self.v1.port, self.v2.port).replace("match: {prefix: /}\n        action:\n          weightedTargets: [{virtualNode: v1, weight: 90}",
+                                                                 "match: {prefix: /api}\n        action:\n          weightedTargets: [{virtualNode: v1, weight: 90}")
+        m = self.start(text)
+        s, hs, _ = self.egress(m, "/elsewhere")
+        self.assertEqual((s, header(hs, "x-meshd-error")), (404, "no_route"))
+
+    def test_allow_all_forwards_outside_the_mesh(self):
+        m = self.start(canary_mesh(self.v1.port, self.v2.port, filter_type="ALLOW_ALL"))
+        s, hs, body = self.egress(m, "/out", host=f"127.0.0.1:{self.v2.port}")
+        self.assertEqual(s, 200)
+        self.assertEqual(header(hs, "X-Upstream"), "v2")
+
+    def test_virtual_node_provider_and_path_normalization(self):
+        m = self.start()
+        s, hs, _ = self.egress(m, "/a/./b/../c//d?x=%2F", host="direct.local")
+        self.assertEqual(s, 200)
+        self.assertEqual(self.v1.requests[-1]["path"], "/a/c/d?x=%2F")
+
+
+class Forwarding(Base):
+    def test_headers_forwarded_exactly(self):
+        m = self.start()
+        s, hs, body = self.egress(m, "/h", headers={
+            "X-Mixed-Case": "Keep", "Connection": "close, X-Drop-Me", "X-Drop-Me": "1", "Keep-Alive": "timeout=5",
+            "TE": "trailers", "Proxy-Connection": "keep-alive", "Upgrade": "h2c", "HTTP2-Settings": "AAA",
+            "X-Forwarded-For": "10.1.1.1"})
+        self.assertEqual(s, 200)
+        req = self.v1.requests[-1] if self.v1.requests else self.v2.requests[-1]
+        names = [n for n, _ in req["headers"]]
+        self.assertIn("X-Mixed-Case", names)  # case kept HTTP/1.1 to HTTP/1.1
+        for hop in ("X-Drop-Me", "Keep-Alive", "TE", "Proxy-Connection", "Upgrade", "HTTP2-Settings"):
+            self.assertNotIn(hop.lower(), [n.lower() for n in names], hop)
+        self.assertEqual(header(req["headers"], "X-Forwarded-For"), "10.1.1.1, 127.0.0.1")
+        self.assertEqual(header(req["headers"], "x-forwarded-proto"), "http")
+        self.assertRegex(header(req["headers"], "x-request-id"), r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-")
+        # A request id that came with the request is kept.
+        self.egress(m, "/h2", headers={"x-request-id": "abc-123"})
+        req = [r for r in self.v1.requests + self.v2.requests if r["path"] == "/h2"][0]
+        self.assertEqual(header(req["headers"], "x-request-id"), "abc-123")
+
+    def test_connect_and_upgrade_get_501(self):
+        m = self.start()
+        out = raw_exchange(m.port("egress"), b"CONNECT svc.local:443 HTTP/1.1\r\nHost: svc.local:443\r\n\r\n")
+        self.assertIn(b"501", out.split(b"\r\n")[0])
+        s, hs, _ = self.egress(m, "/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        self.assertEqual((s, header(hs, "x-meshd-error")), (501, "not_implemented"))
+        self.assertEqual(len(self.v1.requests) + len(self.v2.requests), 0)
+
+    def test_bodies_content_length_chunked_expect(self):
+        m = self.start()
+        body = os.urandom(300000)
+        s, hs, out = self.egress(m, "/post", method="POST", body=body)
+        self.assertEqual(s, 200)
+        self.assertEqual([r for r in self.v1.requests + self.v2.requests if r["path"] == "/post"][0]["body_len"], len(body))
+        # chunked request, with Expect: 100-continue answered by meshd
+        with socket.create_connection(("127.0.0.1", m.port("egress")), timeout=10) as c:
+            c.sendall(b"POST /c HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+            status, _, _, rest = read_response(c)
+            self.assertEqual(status, 100)
+            c.sendall(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            status, hs, _, _ = read_response(c)
+            self.assertEqual(status, 200)
+        req = [r for r in self.v1.requests + self.v2.requests if r["path"] == "/c"][0]
+        self.assertEqual(req["body_len"], 11)
+        self.assertIsNone(header(req["headers"], "Expect"))
+
+    def test_responses_head_204_chunked_until_close(self):
+        m = self.start()
+        s, hs, body = self.egress(m, "/chunked/5000", headers={"x-beta": "yes"})
+        self.assertEqual((s, len(body)), (200, 5000))
+        s, hs, body = self.egress(m, "/until-close/3000", headers={"x-beta": "yes"})
+        self.assertEqual((s, len(body)), (200, 3000))
+        s, hs, body = self.egress(m, "/status/204", headers={"x-beta": "yes"})
+        self.assertEqual((s, body), (204, b""))
+        s, hs, body = self.egress(m, "/big/100", method="HEAD", headers={"x-beta": "yes"})
+        self.assertEqual((s, body, header(hs, "content-length")), (200, b"", "100"))
+
+    def test_pipelined_requests_answered_in_order(self):
+        m = self.start()
+        reqs = b"".join(b"GET /p%d HTTP/1.1\r\nHost: svc.local\r\nx-beta: yes\r\n\r\n" % i for i in range(5))
+        with socket.create_connection(("127.0.0.1", m.port("egress")), timeout=10) as c:
+            c.sendall(reqs)
+            rest = b""
+            paths = []
+            for i in range(5):
+                # read_response reads from the socket; carry over what it read ahead
+                class Buffered:
+                    def __init__(self, sock, pre):
+                        self.sock, self.pre = sock, pre
+
+                    def recv(self, n):
+                        if self.pre:
+                            out, self.pre = self.pre[:n], self.pre[n:]
+                            return out
+                        return self.sock.recv(n)
+                status, hs, body, rest = read_response(Buffered(c, rest))
+                paths.append(body.split(b'"path": "')[1].split(b'"')[0].decode())
+        self.assertEqual(paths, [f"/p{i}" for i in range(5)])
+
+    def test_streaming_large_bodies_with_bounded_memory(self):
+        if harness.SANITIZED:
+            self.skipTest("memory figures mean nothing under the sanitizers")
+        m = self.start()
+        self.egress(m, "/warm", headers={"x-beta": "yes"})
+        base = m.rss_kib()
+        # 50 MB response
+        with socket.create_connection(("127.0.0.1", m.port("egress")), timeout=30) as c:
+            c.sendall(b"GET /big/52428800 HTTP/1.1\r\nHost: svc.local\r\nx-beta: yes\r\n\r\n")
+            got = 0
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += c.recv(65536)
+            got = len(head.split(b"\r\n\r\n", 1)[1])
+            peak = base
+            while got < 52428800:
+                data = c.recv(1 << 20)
+                self.assertTrue(data)
+                got += len(data)
+                peak = max(peak, m.rss_kib()) if got % (8 << 20) < (1 << 20) else peak
+        # 20 MB chunked request
+        with socket.create_connection(("127.0.0.1", m.port("egress")), timeout=30) as c:
+            c.sendall(b"POST /upload HTTP/1.1\r\nHost: svc.local\r\nx-beta: yes\r\nTransfer-Encoding: chunked\r\n\r\n")
+            piece = b"%x\r\n" % 65536 + b"z" * 65536 + b"\r\n"
+            for i in range(320):
+                c.sendall(piece)
+                if i % 64 == 0:
+                    peak = max(peak, m.rss_kib())
+            c.sendall(b"0\r\n\r\n")
+            status, _, _, _ = read_response(c)
+            self.assertEqual(status, 200)
+        self.assertEqual(self.v2.requests[-1]["body_len"], 320 * 65536)
+        peak = max(peak, m.rss_kib())
+        self.assertLess(peak - base, 32 * 1024, f"RSS grew from {base} KiB to {peak} KiB")
+
+
+class Malformed(Base):
+    CASES = [
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+        (b"POST / HTTP/1.0\r\nHost: svc.local\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: svc.local\r\nX: a\r\n b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: svc.local\rX: b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\nHost: svc.local\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost : svc.local\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: svc.local\r\nHost: svc.local\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nX: 1\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: svc.local\r\n\r\n", 505),
+        (b"GET /\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: svc.local\r\nX: \x00\r\n\r\n", 400),
+    ]
+
+    def test_each_is_rejected_closed_and_forwarded_nowhere(self):
+        m = self.start()
+        for data, status in self.CASES:
+            out = raw_exchange(m.port("egress"), data)
+            first = out.split(b"\r\n")[0]
+            self.assertIn(str(status).encode(), first, data)
+            self.assertIn(b"connection: close", out.lower(), data)
+            self.assertTrue(out.endswith(b"\n") and b"<timeout>" not in out, data)  # closed by meshd
+        self.assertEqual(self.v1.requests + self.v2.requests, [])  # nothing was forwarded
+
+    def test_header_limits_and_http_1_2(self):
+        m = self.start(extra_args=["--set", "max_request_headers_count=5"])
+        many = b"".join(b"X-%d: 1\r\n" % i for i in range(10))
+        out = raw_exchange(m.port("egress"), b"GET / HTTP/1.1\r\nHost: svc.local\r\n" + many + b"\r\n")
+        self.assertIn(b"431", out.split(b"\r\n")[0])
+        big = b"X-Big: " + b"a" * 70000 + b"\r\n"
+        out = raw_exchange(m.port("egress"), b"GET / HTTP/1.1\r\nHost: svc.local\r\n" + big + b"\r\n")
+        self.assertIn(b"431", out.split(b"\r\n")[0])
+        out = raw_exchange(m.port("egress"), b"GET / HTTP/1.2\r\nHost: svc.local\r\nx-beta: yes\r\nConnection: close\r\n\r\n")
+        self.assertIn(b"200", out.split(b"\r\n")[0])
+
+    def test_header_deadline_408_and_idle_close(self):
+        m = self.start(extra_args=["--set", "request_header_timeout=300ms", "--set", "downstream_idle_timeout=300ms"])
+        with socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5) as c:
+            c.sendall(b"GET / HTTP/1.1\r\n")
+            for _ in range(5):  # activity does not extend the deadline
+                time.sleep(0.1)
+                try:
+                    c.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    break
+            out = b""
+            for _ in range(100):
+                data = c.recv(65536)
+                if not data:
+                    break
+                out += data
+            self.assertIn(b"408", out.split(b"\r\n")[0])
+        with socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5) as c:
+            t0 = time.time()
+            self.assertEqual(c.recv(10), b"")  # idle: closed without a 408
+            self.assertLess(time.time() - t0, 3)
+
+
+class Resilience(Base):
+    def test_retries_then_success_and_metrics(self):
+        m = self.start()
+        s, hs, body = self.egress(m, "/flaky/a/2")
+        self.assertEqual(s, 200, body)
+        self.assertIn(b"attempt 3", body)
+        self.assertEqual(m.metric("meshd_upstream_retries_total", route="retry"), 2)
+        s, hs, body = self.egress(m, "/flaky/b/9")
+        self.assertEqual(s, 503)  # 3 retries, then the upstream's 503 goes back
+
+    def test_default_retry_policy_on_503(self):
+        m = self.start()
+        s, hs, body = self.egress(m, "/flaky/c/1", host="direct.local")
+        self.assertEqual(s, 200, body)
+        self.assertIn(b"attempt 2", body)
+
+    def test_pooled_connection_closed_by_upstream_is_not_used(self):
+        m = self.start()
+        for i in range(3):
+            s, _, _ = self.egress(m, "/until-close/10", headers={"x-beta": "yes"})
+            self.assertEqual(s, 200)
+        s, _, _ = self.egress(m, "/after", headers={"x-beta": "yes"})
+        self.assertEqual(s, 200)
+
+
+class Discovery(Base):
+    def mesh(self, dns_name, response_type="ENDPOINTS"):
+        return canary_mesh(self.v1.port, self.v2.port).replace(
+            "serviceDiscovery: {static: {endpoints: [{address: 127.0.0.1, port: %d}]}}" % self.v1.port,
+            "serviceDiscovery: {dns: {hostname: %s, responseType: %s}}" % (dns_name, response_type)).replace(
+            "port: 8080, protocol: http}}]\n      serviceDiscovery: {dns: {hostname: %s" % dns_name,
+            "port: %d, protocol: http}}]\n      serviceDiscovery: {dns: {hostname: %s" % (self.v1.port, dns_name))
+
+    def test_dns_endpoints_servfail_keeps_nxdomain_drops(self):
+        dns = FakeDns()
+        try:
+            dns.records["v1.test"] = ["127.0.0.1"]
+            m = self.start(self.mesh("v1.test"), extra_args=[
+                "--set", f"dns_resolvers=127.0.0.1:{dns.port}", "--set", "dns_refresh=200ms"])
+            self.assertTrue(m.wait_ready())
+            s, hs, _ = self.egress(m, "/x", host="direct.local:%d" % self.v1.port)
+            self.assertEqual(s, 200)
+            dns.records["v1.test"] = "SERVFAIL"
+            time.sleep(0.8)
+            s, hs, _ = self.egress(m, "/x", host="direct.local:%d" % self.v1.port)
+            self.assertEqual(s, 200)  # last answer kept
+            dns.records["v1.test"] = "NXDOMAIN"
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                s, hs, _ = self.egress(m, "/x", host="direct.local:%d" % self.v1.port)
+                if s == 503:
+                    break
+                time.sleep(0.1)
+            self.assertEqual((s, header(hs, "x-meshd-error")), (503, "no_healthy_upstream"))
+            status, _, body = m.admin("/clusters")
+            self.assertIn(b'"discovery_error":"v1.test: Domain name not found"', body)
+        finally:
+            dns.close()
+
+
+class Admin(Base):
+    def test_server_info_ready_clusters_config_dump(self):
+        m = self.start()
+        self.assertTrue(m.wait_ready())
+        status, _, body = m.admin("/server_info")
+        self.assertEqual(status, 200)
+        self.assertIn(b'"state":"LIVE"', body)
+        self.assertIn(("127.0.0.1:%d" % m.port("egress")).encode(), body)
+        status, _, body = m.admin("/clusters")
+        self.assertIn(b'"virtual_node":"v1"', body)
+        self.assertIn(("127.0.0.1:%d" % self.v1.port).encode(), body)
+        status, _, body = m.admin("/config_dump")
+        self.assertIn(b'"config_version":1', body)
+        self.assertIn(b'"sha256":"', body)
+        self.assertIn(b'"last_error":null', body)
+        self.assertEqual(m.admin("/nope")[0], 404)
+        r = subprocess.run([harness.MESHD, "status", "--admin", m.addresses["admin"]], capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_metrics_pass_promtool(self):
+        m = self.start()
+        self.egress(m, "/x")
+        self.egress(m, "/", host="example.com")
+        status, _, body = m.admin("/metrics")
+        self.assertEqual(status, 200)
+        text = body.decode()
+        for name in ("meshd_requests_total", "meshd_request_duration_seconds_bucket", "meshd_info",
+                     "meshd_downstream_connections_active", "meshd_endpoint_healthy",
+                     "meshd_config_reloads_total"):
+            self.assertIn(name, text)
+        self.assertIn('code="403"', text)
+        promtool = shutil.which("promtool")
+        if promtool is None:
+            self.fail("promtool is missing: scripts/install-deps.sh installs the prometheus package")
+        r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_access_log_lines(self):
+        m = self.start()
+        self.egress(m, "/logged", headers={"x-request-id": "rid-1"})
+        self.egress(m, "/", host="example.com")
+        time.sleep(0.2)
+        with open(self.access_log) as f:
+            lines = f.read().splitlines()
+        self.assertTrue(any('"GET /logged HTTP/1.1" 200 - ' in l and '"rid-1"' in l and " canary " in l for l in lines), lines)
+        self.assertTrue(any('" 403 egress_denied ' in l for l in lines), lines)
+
+
+class Lifecycle(Base):
+    def test_drain_finishes_in_flight_and_exits_0(self):
+        m = self.start()
+        result = {}
+
+        def slow():
+            result["r"] = self.egress(m, "/sleep/700", headers={"x-beta": "yes"})
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.2)
+        status, _, _ = m.admin("/drain", method="POST")
+        self.assertEqual(status, 202)
+        self.assertEqual(m.admin("/ready")[0], 503)
+        self.assertIn(b"DRAINING", m.admin("/server_info")[2])
+        t.join(10)
+        self.assertEqual(result["r"][0], 200)
+        self.assertEqual(header(result["r"][1], "connection"), "close")
+        self.assertEqual(m.proc.wait(10), 0)
+
+    def test_sigterm_drains(self):
+        m = self.start()
+        m.proc.terminate()
+        self.assertEqual(m.proc.wait(10), 0)
+
+    def test_refuses_what_it_cannot_enforce(self):
+        text = canary_mesh(self.v1.port, self.v2.port).replace(
+            "  - name: v2\n    spec:\n      listeners: [{portMapping: {port: 8080, protocol: http}}]",
+            "  - name: v2\n    spec:\n      listeners: [{portMapping: {port: 8080, protocol: http}, "
+            "outlierDetection: {maxServerErrors: 5, interval: {value: 10, unit: s}, "
+            "baseEjectionDuration: {value: 30, unit: s}, maxEjectionPercent: 50}}]")
+        path = os.path.join(self.tmp, "m.yaml")
+        with open(path, "w") as f:
+            f.write(text.replace("ACCESS_LOG", self.access_log))
+        r = subprocess.run([harness.MESHD, "run", "--mesh", path, "--node", "client", "--egress-port", "0",
+                            "--ingress-port", "0", "--admin", "127.0.0.1:0"], capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("virtualNodes[2].spec.listeners[0].outlierDetection", r.stderr)
+
+    def test_port_in_use_exits_3_and_usage_exits_2(self):
+        m = self.start()
+        r = subprocess.run([harness.MESHD, "run", "--mesh", m.mesh_path, "--node", "client", "--egress-port",
+                            str(m.port("egress")), "--ingress-port", "0", "--admin", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn("cannot listen for egress", r.stderr)
+        r = subprocess.run([harness.MESHD, "run", "--mesh", m.mesh_path], capture_output=True, text=True, timeout=10,
+                           env={k: v for k, v in os.environ.items() if not k.startswith("APPMESH")})
+        self.assertEqual(r.returncode, 2)
+
+    def test_node_from_app_mesh_environment(self):
+        env = dict(os.environ)
+        env["APPMESH_RESOURCE_ARN"] = "arn:aws:appmesh:us-west-2:123456789012:mesh/test-mesh/virtualNode/client"
+        text = canary_mesh(self.v1.port, self.v2.port).replace("ACCESS_LOG", self.access_log)
+        m = Meshd(text, "client", env=env)  # --node also given: it wins; check the env form alone below
+        self.meshes.append(m)
+        path = m.mesh_path
+        env["APPMESH_RESOURCE_ARN"] = "mesh/other-mesh/virtualNode/client"
+        r = subprocess.run([harness.MESHD, "run", "--mesh", path, "--egress-port", "0", "--ingress-port", "0",
+                            "--admin", "127.0.0.1:0"], capture_output=True, text=True, timeout=10, env=env)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("other-mesh", r.stderr)
+
+    def test_ingress_forwards_to_the_app(self):
+        m = self.start(node="v1", app_port=self.v1.port)
+        s, hs, body = http_request("127.0.0.1", m.port("ingress"), "GET", "/in", headers={"Host": "v1.local"})
+        self.assertEqual(s, 200)
+        self.assertEqual(header(hs, "X-Upstream"), "v1")
+        self.assertEqual(m.metric("meshd_requests_total", direction="ingress", code="200"), 1)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--meshd", required=True)
+    args, rest = parser.parse_known_args()
+    harness.MESHD = args.meshd
+    unittest.main(argv=[sys.argv[0], "-v", *rest])

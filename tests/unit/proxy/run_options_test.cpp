@@ -1,0 +1,100 @@
+#include <catch2/catch.hpp>
+#include <cstdlib>
+
+#include "proxy/run_options.hpp"
+
+using namespace meshd::proxy;
+
+namespace {
+struct EnvGuard {
+  explicit EnvGuard(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~EnvGuard() { unsetenv(name_); }
+  const char* name_;
+};
+}  // namespace
+
+TEST_CASE("durations") {
+  CHECK(parse_duration("20s")->count() == 20000);
+  CHECK(parse_duration("1500ms")->count() == 1500);
+  CHECK(parse_duration("2m")->count() == 120000);
+  CHECK(parse_duration("7")->count() == 7000);
+  CHECK_FALSE(parse_duration("x"));
+  CHECK_FALSE(parse_duration("-1s"));
+}
+
+TEST_CASE("--set covers every limit of SPEC §6, and rejects bad names and values") {
+  Limits l;
+  CHECK(l.set("max_request_headers_bytes=32Ki").empty());
+  CHECK(l.max_request_headers_bytes == 32 * 1024);
+  CHECK(l.set("max_request_headers_count=50").empty());
+  CHECK(l.max_request_headers_count == 50);
+  CHECK(l.set("request_header_timeout=5s").empty());
+  CHECK(l.request_header_timeout.count() == 5000);
+  CHECK(l.set("downstream_idle_timeout=60s").empty());
+  CHECK(l.set("upstream_connect_timeout=250ms").empty());
+  CHECK(l.upstream_connect_timeout.count() == 250);
+  CHECK(l.set("upstream_idle_timeout=2s").empty());
+  CHECK(l.upstream_idle_timeout_app.count() == 2000);
+  CHECK(l.upstream_idle_timeout_mesh.count() == 2000);
+  CHECK(l.set("retry_buffer_bytes=1Mi").empty());
+  CHECK(l.retry_buffer_bytes == 1024 * 1024);
+  CHECK(l.set("max_connections_per_listener=10").empty());
+  CHECK(l.set("drain_min=1s").empty());
+  CHECK(l.set("dns_resolvers=127.0.0.1:5353,[::1]:53").empty());
+  CHECK(l.dns_resolvers.size() == 2);
+  CHECK(l.set("bogus=1").find("unknown name 'bogus'") != std::string::npos);
+  CHECK_FALSE(l.set("request_header_timeout=soon").empty());
+  CHECK_FALSE(l.set("max_request_headers_count=0").empty());
+  CHECK_FALSE(l.set("dns_resolvers=resolver.local").empty());
+  CHECK_FALSE(l.set("novalue").empty());
+  CHECK(l.describe().find("retry_buffer_bytes=1048576") != std::string::npos);
+}
+
+TEST_CASE("run options: flags, defaults and usage errors") {
+  RunOptions o;
+  CHECK(parse_run_options({"--mesh", "m.yaml", "--node", "n", "--egress-port", "0", "--app-port=8080",
+                           "--workers", "3", "--drain-timeout", "5s", "--set", "drain_min=1s"},
+                          o)
+            .empty());
+  CHECK(o.mesh_file == "m.yaml");
+  CHECK(o.node == "n");
+  CHECK(o.egress_port == 0);
+  CHECK(o.ingress_port == 15000);
+  CHECK(o.app_port == 8080);
+  CHECK(o.workers == 3);
+  CHECK(o.drain_timeout.count() == 5000);
+  CHECK(o.admin == "127.0.0.1:9901");
+  RunOptions p;
+  CHECK(parse_run_options({"--mesh", "m.yaml"}, p).find("--node") != std::string::npos);
+  RunOptions q;
+  CHECK_FALSE(parse_run_options({"--mesh", "m.yaml", "--node", "n", "--workers", "0"}, q).empty());
+  RunOptions r;
+  CHECK_FALSE(parse_run_options({"--mesh", "m.yaml", "--node", "n", "--admin", "localhost:9901"}, r).empty());
+  RunOptions s;
+  CHECK_FALSE(parse_run_options({"--mesh", "m.yaml", "--node", "n", "--frobnicate", "1"}, s).empty());
+}
+
+TEST_CASE("the node comes from App Mesh's environment variables, in their order") {
+  {
+    EnvGuard arn("APPMESH_RESOURCE_ARN", "arn:aws:appmesh:us-west-2:123456789012:mesh/shop/virtualNode/cart");
+    EnvGuard name("APPMESH_VIRTUAL_NODE_NAME", "mesh/shop/virtualNode/other");
+    RunOptions o;
+    CHECK(parse_run_options({"--mesh", "m.yaml"}, o).empty());
+    CHECK(o.node == "cart");
+    CHECK(o.mesh_from_env == "shop");
+  }
+  {
+    EnvGuard name("APPMESH_VIRTUAL_NODE_NAME", "plain-node");
+    EnvGuard file("MESHD_MESH_FILE", "/etc/mesh.yaml");
+    RunOptions o;
+    CHECK(parse_run_options({}, o).empty());
+    CHECK(o.node == "plain-node");
+    CHECK(o.mesh_file == "/etc/mesh.yaml");
+    CHECK(o.mesh_from_env.empty());
+  }
+  {
+    EnvGuard arn("APPMESH_RESOURCE_ARN", "mesh/shop/virtualGateway/gw");
+    RunOptions o;
+    CHECK(parse_run_options({"--mesh", "m.yaml"}, o).find("not a virtual node") != std::string::npos);
+  }
+}

@@ -12,7 +12,7 @@ PKGS=(
   node-llhttp libnghttp2-dev libssl-dev libyaml-cpp-dev prometheus-cpp-dev
   catch2 libre2-dev libc-ares-dev
   # tests: promtool lints /metrics
-  prometheus
+  prometheus python3-yaml
 )
 
 missing=()

@@ -51,7 +51,9 @@ struct CaresResolver::Impl : std::enable_shared_from_this<CaresResolver::Impl> {
     }
     if (result != nullptr) ares_freeaddrinfo(result);
     --q->self->pending;
-    if (status != ARES_EDESTRUCTION) q->done(q->name, std::move(answer));
+    if (!q->self->shutting_down && status != ARES_EDESTRUCTION && status != ARES_ECANCELLED) {
+      q->done(q->name, std::move(answer));
+    }
   }
 
   // c-ares owns its sockets; a short timer drives it while queries are pending
@@ -83,6 +85,7 @@ struct CaresResolver::Impl : std::enable_shared_from_this<CaresResolver::Impl> {
   boost::asio::steady_timer timer;
   int pending = 0;
   bool polling = false;
+  bool shutting_down = false;
 };
 
 CaresResolver::CaresResolver(boost::asio::io_context& ioc, const std::vector<std::string>& servers,
@@ -107,7 +110,11 @@ CaresResolver::CaresResolver(boost::asio::io_context& ioc, const std::vector<std
 }
 
 CaresResolver::~CaresResolver() {
+  // Queries still pending hold the Impl: cancel them (their callbacks run now, without
+  // calling back into discovery) so that nothing outlives the resolver.
+  impl_->shutting_down = true;
   impl_->timer.cancel();
+  if (impl_->channel != nullptr) ares_cancel(impl_->channel);
 }
 
 void CaresResolver::resolve(const std::vector<std::string>& names, int family,

@@ -108,7 +108,13 @@ class Base(unittest.TestCase):
 
     def tearDown(self):
         for m in self.meshes:
-            m.stop()
+            code = m.stop()
+            err = m.stderr()
+            # Every meshd of a test ends with a clean drain, and the sanitizer build
+            # reports nothing (leaks included).
+            for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer"):
+                self.assertNotIn(marker, err, err)
+            self.assertEqual(code, 0, err)
         self.v1.close()
         self.v2.close()
         shutil.rmtree(self.tmp, ignore_errors=True)

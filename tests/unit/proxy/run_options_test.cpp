@@ -22,7 +22,7 @@ TEST_CASE("durations") {
   CHECK_FALSE(parse_duration("-1s"));
 }
 
-TEST_CASE("--set covers every limit of SPEC §6, and rejects bad names and values") {
+TEST_CASE("every limit of SPEC §6 is settable, bad names and values are refused") {
   Limits l;
   CHECK(l.set("max_request_headers_bytes=32Ki").empty());
   CHECK(l.max_request_headers_bytes == 32 * 1024);

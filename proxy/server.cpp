@@ -166,15 +166,19 @@ class Server {
     view->node_label = metrics::intern(snap_->node().name);
     view->access_log = access_log_;
     const auto& listeners = snap_->node().spec.listeners;
+    // The node listener whose settings apply at ingress: the one on the app port, else
+    // the one on the ingress port (a node reached at its listener port without
+    // interception), else the first.
     std::optional<std::uint16_t> app_port = opts_.app_port;
-    const mesh::Listener* listener = nullptr;
+    const mesh::Listener* listener = listeners.empty() ? nullptr : &listeners.front();
     for (const auto& l : listeners) {
-      if (!app_port || l.port_mapping.port == *app_port) {
-        listener = &l;
-        break;
-      }
+      if (l.port_mapping.port == ingress_.port()) listener = &l;
+    }
+    for (const auto& l : listeners) {
+      if (app_port && l.port_mapping.port == *app_port) listener = &l;
     }
     if (!app_port && listener != nullptr) app_port = static_cast<std::uint16_t>(listener->port_mapping.port);
+
     if (app_port) {
       if (!app_endpoint_ || app_endpoint_->port != *app_port) {
         app_endpoint_ = std::make_shared<mesh::Endpoint>();

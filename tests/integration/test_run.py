@@ -554,6 +554,48 @@ class Lifecycle(Base):
         self.assertEqual(r.returncode, 1)
         self.assertIn("other-mesh", r.stderr)
 
+    def test_stats_address_serves_only_get_endpoints(self):
+        m = self.start(extra_args=["--stats", "127.0.0.1:0"])
+        stats_port = m.port("stats")
+        status, _, body = http_request("127.0.0.1", stats_port, "GET", "/server_info")
+        self.assertEqual(status, 200)
+        self.assertIn(b'"state":"LIVE"', body)
+        self.assertEqual(http_request("127.0.0.1", stats_port, "GET", "/metrics")[0], 200)
+        self.assertEqual(http_request("127.0.0.1", stats_port, "POST", "/drain")[0], 405)
+        self.assertIn(b"LIVE", m.admin("/server_info")[2])  # the drain was not started
+
+    def test_refusals_name_each_path(self):
+        text = canary_mesh(self.v1.port, self.v2.port).replace(
+            "      logging: {accessLog: {file: {path: ACCESS_LOG}}}",
+            "      logging: {accessLog: {file: {path: ACCESS_LOG}}}\n"
+            "      backendDefaults: {clientPolicy: {tls: {validation: {trust: {file: {certificateChain: /ca.pem}}}}}}").replace(
+            "  - name: client\n    spec:\n      listeners: [{portMapping: {port: 3000, protocol: http}}]",
+            "  - name: client\n    spec:\n      listeners: [{portMapping: {port: 3000, protocol: http2}, "
+            "rateLimit: {requestsPerUnit: 10, unit: SECOND}}]")
+        path = os.path.join(self.tmp, "m.yaml")
+        with open(path, "w") as f:
+            f.write(text.replace("ACCESS_LOG", self.access_log))
+        r = subprocess.run([harness.MESHD, "run", "--mesh", path, "--node", "client", "--egress-port", "0",
+                            "--ingress-port", "0", "--admin", "127.0.0.1:0"], capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        for p in ("virtualNodes[0].spec.listeners[0].portMapping.protocol", "virtualNodes[0].spec.listeners[0].rateLimit",
+                  "virtualNodes[0].spec.backendDefaults.clientPolicy.tls"):
+            self.assertIn(f"{path}: {p}: not supported by this build", r.stderr)
+        # A node that uses none of it runs on the same file.
+        m = self.start(text, node="v1", app_port=self.v1.port)
+        self.assertEqual(http_request("127.0.0.1", m.port("ingress"), "GET", "/", headers={"Host": "v1"})[0], 200)
+
+    def test_ingress_listener_timeout(self):
+        text = canary_mesh(self.v1.port, self.v2.port).replace(
+            "  - name: v1\n    spec:\n      listeners: [{portMapping: {port: 8080, protocol: http}}]",
+            "  - name: v1\n    spec:\n      listeners: [{portMapping: {port: 8080, protocol: http}, "
+            "timeout: {http: {perRequest: {value: 300, unit: ms}}}}]")
+        m = self.start(text, node="v1", app_port=self.v1.port)
+        t0 = time.time()
+        s, hs, _ = http_request("127.0.0.1", m.port("ingress"), "GET", "/hang", headers={"Host": "v1"})
+        self.assertEqual((s, header(hs, "x-meshd-error")), (504, "upstream_timeout"))
+        self.assertLess(time.time() - t0, 5)
+
     def test_ingress_forwards_to_the_app(self):
         m = self.start(node="v1", app_port=self.v1.port)
         s, hs, body = http_request("127.0.0.1", m.port("ingress"), "GET", "/in", headers={"Host": "v1.local"})

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "mesh/resilience.hpp"
+
 namespace meshd::mesh {
 
 std::string discovery_name(const Cluster& c) {
@@ -14,7 +16,20 @@ std::string discovery_name(const Cluster& c) {
   return {};
 }
 
+const Listener* cluster_listener(const Cluster& c) {
+  if (c.node == nullptr) return nullptr;
+  for (const auto& l : c.node->spec.listeners) {
+    if (l.port_mapping.port == c.port) return &l;
+  }
+  return nullptr;
+}
+
 namespace {
+
+bool health_checked(const Cluster& c) {
+  const Listener* l = cluster_listener(c);
+  return l != nullptr && l->health_check.has_value();
+}
 
 std::optional<IpPreference> preference(const Cluster& c, const MeshConfig& cfg) {
   const auto& sd = *c.node->spec.service_discovery;
@@ -37,13 +52,14 @@ bool load_balancer_only(const Cluster& c) {
 }  // namespace
 
 std::shared_ptr<Endpoint> EndpointRegistry::endpoint(const std::string& node, const net::IpAddress& ip,
-                                                     std::uint16_t port) {
+                                                     std::uint16_t port, bool checked) {
   const std::string text = net::endpoint_text(ip, port);
   const std::string key = node + '\0' + text;
   if (auto it = known_.find(key); it != known_.end()) {
     if (auto e = it->second.lock()) return e;
   }
   auto e = std::make_shared<Endpoint>();
+  e->healthy = !checked;
   e->ip = ip;
   e->port = port;
   e->text = text;
@@ -58,6 +74,9 @@ void EndpointRegistry::set_snapshot(std::shared_ptr<const Snapshot> snap) {
     ClusterEndpoints& ce = next[i];
     ce.node = c.node_name;
     ce.port = c.port;
+    auto& state = nodes_[c.node_name];
+    if (!state) state = std::make_shared<NodeState>();
+    ce.node_state = state;
     // What a previous snapshot discovered for the same node and port stays.
     for (const auto& old : clusters_) {
       if (old.node == ce.node && old.port == ce.port) {
@@ -73,7 +92,8 @@ void EndpointRegistry::set_snapshot(std::shared_ptr<const Snapshot> snap) {
       ce.endpoints.clear();
       for (const auto& ep : st->endpoints) {
         if (auto ip = net::parse_ip(ep.address)) {
-          ce.endpoints.push_back(endpoint(c.node_name, *ip, static_cast<std::uint16_t>(ep.port.value_or(c.port))));
+          ce.endpoints.push_back(endpoint(c.node_name, *ip, static_cast<std::uint16_t>(ep.port.value_or(c.port)),
+                                          health_checked(c)));
         }
       }
       ce.answered = true;
@@ -125,7 +145,9 @@ void EndpointRegistry::refresh(net::Resolver& resolver, std::function<void()> do
             });
             if (load_balancer_only(c) && addrs.size() > 1) addrs.resize(1);
             ce.endpoints.clear();
-            for (const auto& ip : addrs) ce.endpoints.push_back(endpoint(ce.node, ip, static_cast<std::uint16_t>(ce.port)));
+            for (const auto& ip : addrs) {
+              ce.endpoints.push_back(endpoint(ce.node, ip, static_cast<std::uint16_t>(ce.port), health_checked(c)));
+            }
             ce.answered = true;
             ce.last_error.clear();
           } else if (answer.status == net::DnsAnswer::Status::nxdomain) {
@@ -152,7 +174,12 @@ bool EndpointRegistry::all_answered() const {
 void EndpointRegistry::publish() {
   auto table = std::make_shared<EndpointTable>();
   table->reserve(clusters_.size());
-  for (const auto& c : clusters_) table->push_back(std::make_shared<const ClusterEndpoints>(c));
+  for (std::size_t i = 0; i < clusters_.size(); ++i) {
+    auto& c = clusters_[i];
+    const auto& lb = snap_->clusters()[i].node->spec.load_balancing;
+    if (lb && lb->policy == LbPolicy::RING_HASH) c.ring = build_ring(c.endpoints);
+    table->push_back(std::make_shared<const ClusterEndpoints>(c));
+  }
   table_ = std::move(table);
 }
 

@@ -25,14 +25,30 @@ struct Endpoint {
   std::string text;  // "IP:PORT", the metrics and /clusters label
   std::atomic<std::uint32_t> active_requests{0};
   std::atomic<std::uint32_t> connections{0};
+  // Written by the main thread (health checks, outlier ejection), read by workers.
   std::atomic<bool> healthy{true};
   std::atomic<bool> ejected{false};
+  // Reported by workers, read by the main thread: 5xx and connect failures in a row.
+  std::atomic<std::uint32_t> consecutive_5xx{0};
+  // Main thread only.
+  std::uint32_t ejections = 0;
+  std::chrono::steady_clock::time_point ejected_until{};
+};
+
+// Counters of one virtual node across all workers: the retry budget and the
+// outlier metrics read them.
+struct NodeState {
+  std::atomic<std::uint32_t> active_requests{0};
+  std::atomic<std::uint32_t> retries_in_flight{0};
+  std::atomic<std::uint64_t> ejections_total{0};
 };
 
 struct ClusterEndpoints {
   std::string node;
   std::int32_t port = 0;
+  std::shared_ptr<NodeState> node_state;
   std::vector<std::shared_ptr<Endpoint>> endpoints;
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> ring;  // RING_HASH nodes only
   bool answered = false;  // the first discovery answered (for /ready)
   std::string last_error;  // the last discovery failure, for /clusters and logs
 };
@@ -53,16 +69,23 @@ class EndpointRegistry {
   bool all_answered() const;
 
  private:
-  std::shared_ptr<Endpoint> endpoint(const std::string& node, const net::IpAddress& ip, std::uint16_t port);
+  // An endpoint (the same object while the registry knows it); a new one starts
+  // unhealthy when its listener has a health check (used after its first pass).
+  std::shared_ptr<Endpoint> endpoint(const std::string& node, const net::IpAddress& ip, std::uint16_t port,
+                                     bool health_checked);
   void publish();
 
   std::shared_ptr<const Snapshot> snap_;
   std::vector<ClusterEndpoints> clusters_;  // the working copy, indexed like the snapshot
   std::map<std::string, std::weak_ptr<Endpoint>> known_;  // node + '\0' + IP:port
+  std::map<std::string, std::shared_ptr<NodeState>> nodes_;
   std::shared_ptr<const EndpointTable> table_ = std::make_shared<EndpointTable>();
 };
 
 // The DNS name a cluster resolves, or empty for static discovery.
 std::string discovery_name(const Cluster& c);
+// The node listener a cluster's targets aim at (its health check and outlier
+// detection apply), or null.
+const Listener* cluster_listener(const Cluster& c);
 
 }  // namespace meshd::mesh

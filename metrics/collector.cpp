@@ -95,6 +95,19 @@ std::vector<MetricFamily> Collector::Collect() const {
   }
   out.push_back(std::move(overflow));
 
+  auto ejections = family("meshd_outlier_ejections_total", "Outlier ejections of endpoints.", MetricType::Counter);
+  auto ejected = family("meshd_outlier_ejected_endpoints", "Endpoints ejected now.", MetricType::Gauge);
+  for (const auto& o : s.outliers) {
+    auto m = metric({{"target_virtual_node", o.node}});
+    m.counter.value = static_cast<double>(o.ejections_total);
+    ejections.metric.push_back(m);
+    m.counter.value = 0;
+    m.gauge.value = static_cast<double>(o.ejected);
+    ejected.metric.push_back(std::move(m));
+  }
+  out.push_back(std::move(ejections));
+  out.push_back(std::move(ejected));
+
   auto healthy = family("meshd_endpoint_healthy", "1 when the endpoint passes its health checks.", MetricType::Gauge);
   for (const auto& e : s.endpoints) {
     auto m = metric({{"target_virtual_node", e.node}, {"endpoint", e.endpoint}});

@@ -20,10 +20,17 @@ struct EndpointState {
   bool ejected = false;
 };
 
+struct OutlierState {
+  std::string node;
+  std::uint64_t ejections_total = 0;
+  std::uint64_t ejected = 0;
+};
+
 // Everything a scrape shows; filled by the server at scrape time.
 struct Snapshot {
   Shard merged;
   std::vector<EndpointState> endpoints;
+  std::vector<OutlierState> outliers;
   std::map<std::string, std::uint64_t> config_reloads;  // result -> count
   std::string version, mesh, node;
 };

@@ -20,8 +20,6 @@ class Checker {
       const std::string lp = self_path + ".spec.listeners[" + std::to_string(l) + "]";
       protocol(listener.port_mapping.protocol, lp + ".portMapping.protocol");
       if (listener.tls && listener.tls->mode != mesh::TlsMode::DISABLED) add(lp + ".tls", "TLS listeners arrive with mTLS");
-      if (listener.connection_pool) add(lp + ".connectionPool", "connection pools arrive with the resilience work");
-      if (listener.rate_limit) add(lp + ".rateLimit", "rate limits arrive with the resilience work");
     }
     client_policies(self, self_path);
     // Everything reachable through the backends.
@@ -35,15 +33,6 @@ class Checker {
         for (std::size_t l = 0; l < router->listeners.size(); ++l) {
           protocol(router->listeners[l].protocol, rp + ".spec.listeners[" + std::to_string(l) + "].portMapping.protocol");
         }
-        for (std::size_t i = 0; i < cfg_.routes.size(); ++i) {
-          const auto& r = cfg_.routes[i];
-          if (r.virtual_router_name != router->name) continue;
-          const std::string base = "routes[" + std::to_string(i) + "].spec." + std::string(mesh::route_key(r.kind));
-          if ((r.kind == mesh::Protocol::http || r.kind == mesh::Protocol::http2) && r.http.retry_policy &&
-              r.http.retry_policy->budget) {
-            add(base + ".retryPolicy.budget", "retry budgets arrive with the resilience work");
-          }
-        }
       }
     }
     for (const auto& c : snap_.clusters()) {
@@ -56,15 +45,13 @@ class Checker {
         if (listener.tls && listener.tls->mode == mesh::TlsMode::STRICT) {
           add(lp + ".tls", "calling a STRICT TLS listener needs mTLS, which arrives later");
         }
-        if (listener.health_check) add(lp + ".healthCheck", "active health checks arrive with the resilience work");
-        if (listener.outlier_detection) {
-          add(lp + ".outlierDetection", "outlier detection arrives with the resilience work");
+        if (listener.health_check && listener.health_check->protocol != mesh::Protocol::http &&
+            listener.health_check->protocol != mesh::Protocol::tcp) {
+          add(lp + ".healthCheck.protocol", std::string(mesh::to_string(listener.health_check->protocol)) +
+                                                " health checks arrive with HTTP/2 (http and tcp work)");
         }
       }
-      if (c.node->spec.load_balancing && c.node->spec.load_balancing->policy != mesh::LbPolicy::ROUND_ROBIN) {
-        add(np + ".spec.loadBalancing.policy", std::string(mesh::to_string(c.node->spec.load_balancing->policy)) +
-                                                   " arrives with the resilience work (ROUND_ROBIN works)");
-      }
+
     }
     return std::move(out_);
   }

@@ -140,7 +140,8 @@ awaitable<bool> DownstreamConnection::write2(std::string_view a, std::string_vie
   co_return !ec;
 }
 
-awaitable<void> DownstreamConnection::reply(LocalReply r, std::string_view detail, bool close) {
+awaitable<void> DownstreamConnection::reply(LocalReply r, std::string_view detail, bool close,
+                                            std::uint32_t retry_after) {
   if (close || worker_.draining()) keep_alive_ = false;
   const auto& i = info(r);
   std::string body(i.summary);
@@ -152,7 +153,7 @@ awaitable<void> DownstreamConnection::reply(LocalReply r, std::string_view detai
   std::string head = "HTTP/1.1 " + std::to_string(i.status) + " " + std::string(reason_phrase(i.status)) +
                      "\r\ncontent-type: text/plain\r\nx-meshd-error: " + std::string(i.code) +
                      "\r\ncontent-length: " + std::to_string(body.size()) + "\r\n";
-  if (r == LocalReply::rate_limited) head += "retry-after: 1\r\n";
+  if (retry_after > 0) head += "retry-after: " + std::to_string(retry_after) + "\r\n";
   if (!keep_alive_) head += "connection: close\r\n";
   head += "\r\n";
   status_sent = i.status;

@@ -30,7 +30,7 @@ class DownstreamConnection {
   awaitable<bool> write(std::string_view bytes);
   awaitable<bool> write2(std::string_view a, std::string_view b);
   // Writes meshd's own answer (SPEC §3 table) and, for errors, marks the connection to close.
-  awaitable<void> reply(LocalReply r, std::string_view detail, bool close = false);
+  awaitable<void> reply(LocalReply r, std::string_view detail, bool close = false, std::uint32_t retry_after = 0);
 
   const MessageHead& head() const { return parser_.head(); }
   metrics::Direction direction() const { return direction_; }

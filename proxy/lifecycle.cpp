@@ -26,15 +26,25 @@ std::string uuid4(std::mt19937_64& rng) {
   return buf;
 }
 
-// RAII: an endpoint's active requests (LEAST_REQUEST and the retry budget read them).
+// RAII: active requests of an endpoint and of its node (LEAST_REQUEST and the retry
+// budget read them), and retries in flight to the node.
 struct ActiveRequest {
-  explicit ActiveRequest(std::shared_ptr<mesh::Endpoint> e) : ep(std::move(e)) {
+  ActiveRequest(std::shared_ptr<mesh::Endpoint> e, mesh::NodeState* n, bool retry)
+      : ep(std::move(e)), node(n), is_retry(retry) {
     if (ep) ep->active_requests.fetch_add(1, std::memory_order_relaxed);
+    if (node) node->active_requests.fetch_add(1, std::memory_order_relaxed);
+    if (node && is_retry) node->retries_in_flight.fetch_add(1, std::memory_order_relaxed);
   }
   ~ActiveRequest() {
     if (ep) ep->active_requests.fetch_sub(1, std::memory_order_relaxed);
+    if (node) node->active_requests.fetch_sub(1, std::memory_order_relaxed);
+    if (node && is_retry) node->retries_in_flight.fetch_sub(1, std::memory_order_relaxed);
   }
+  ActiveRequest(const ActiveRequest&) = delete;
+  ActiveRequest& operator=(const ActiveRequest&) = delete;
   std::shared_ptr<mesh::Endpoint> ep;
+  mesh::NodeState* node;
+  bool is_retry;
 };
 
 }  // namespace
@@ -45,6 +55,16 @@ RequestLifecycle::RequestLifecycle(DownstreamConnection& conn)
 awaitable<void> RequestLifecycle::reply(LocalReply r, std::string_view detail, bool close) {
   flag_ = info(r).code;
   co_await conn_.reply(r, detail, close);
+}
+
+std::optional<std::uint32_t> RequestLifecycle::rate_limited() {
+  // The node's listener rate limit applies to inbound requests only.
+  if (conn_.direction() != metrics::Direction::ingress || !view_->rate_limit) return std::nullopt;
+  auto wait = view_->rate_limit->take(Clock::now().time_since_epoch());
+  if (!wait) return std::nullopt;
+  node_label_ = view_->node_label;
+  return static_cast<std::uint32_t>(std::max<std::int64_t>(
+      1, std::chrono::duration_cast<std::chrono::seconds>(*wait + std::chrono::milliseconds(999)).count()));
 }
 
 awaitable<void> RequestLifecycle::run() {
@@ -59,6 +79,9 @@ awaitable<void> RequestLifecycle::run() {
     co_await reply(LocalReply::not_implemented, "CONNECT tunnels are not supported", true);
   } else if (auto up = head_.get("upgrade"); up && !iequals_ascii(*up, "h2c")) {
     co_await reply(LocalReply::not_implemented, "protocol upgrades are not supported", true);
+  } else if (auto wait = rate_limited(); wait) {
+    co_await conn_.reply(LocalReply::rate_limited, "", false, *wait);
+    flag_ = "rate_limited";
   } else if (co_await route()) {
     // Expect: 100-continue is answered here; the upstream never sees Expect.
     if (has_body_ && head_.minor_version == 1) {
@@ -170,19 +193,71 @@ std::shared_ptr<mesh::Endpoint> RequestLifecycle::pick_endpoint(const std::vecto
   if (target_.to_app) return view_->app;
   const auto& table = *view_->endpoints;
   if (target_.cluster >= table.size() || !table[target_.cluster]) return nullptr;
-  const auto& eps = table[target_.cluster]->endpoints;
-  if (eps.empty()) return nullptr;
-  // Round robin over usable endpoints, preferring one not tried yet for this request.
-  const std::size_t n = eps.size();
-  const std::uint32_t start = worker_.next_round_robin(target_.cluster);
-  std::shared_ptr<mesh::Endpoint> fallback;
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto& e = eps[(start + i) % n];
-    if (!e->healthy.load(std::memory_order_relaxed) || e->ejected.load(std::memory_order_relaxed)) continue;
-    if (std::find(tried.begin(), tried.end(), e.get()) == tried.end()) return e;
-    if (!fallback) fallback = e;
+  const auto& ce = *table[target_.cluster];
+  const auto& cluster = view_->snap->clusters()[target_.cluster];
+  mesh::LbInput in;
+  in.endpoints = &ce.endpoints;
+  in.ring = &ce.ring;
+  in.avoid = &tried;
+  if (const auto& lb = cluster.node->spec.load_balancing) {
+    in.policy = lb->policy;
+    if (lb->hash_on_header) in.hash_key = head_.get(*lb->hash_on_header);
   }
-  return fallback ? fallback : eps[start % n];
+  if (in.policy == mesh::LbPolicy::ROUND_ROBIN) in.round_robin = worker_.next_round_robin(target_.cluster);
+  return mesh::pick_endpoint(in, worker_.rng());
+}
+
+void RequestLifecycle::report_outcome(mesh::Endpoint& ep, bool server_error) {
+  // Outlier detection: workers count, the main thread decides (DESIGN).
+  if (target_.to_app || target_.outside_mesh) return;
+  if (!server_error) {
+    if (ep.consecutive_5xx.load(std::memory_order_relaxed) != 0) ep.consecutive_5xx.store(0, std::memory_order_relaxed);
+    return;
+  }
+  const auto* l = mesh::cluster_listener(view_->snap->clusters()[target_.cluster]);
+  const auto n = ep.consecutive_5xx.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (l != nullptr && l->outlier_detection && n == static_cast<std::uint64_t>(l->outlier_detection->max_server_errors) &&
+      view_->outlier_notify) {
+    view_->outlier_notify();
+  }
+}
+
+bool RequestLifecycle::retry_budget_allows() const {
+  if (target_.to_app || target_.outside_mesh) return true;
+  const auto& table = *view_->endpoints;
+  if (target_.cluster >= table.size()) return true;
+  const auto& node = *table[target_.cluster]->node_state;
+  return mesh::retry_budget_allows(node.retries_in_flight.load(std::memory_order_relaxed),
+                                   node.active_requests.load(std::memory_order_relaxed),
+                                   target_.retry.budget_percent, target_.retry.budget_min_concurrent);
+}
+
+awaitable<bool> RequestLifecycle::acquire_app_slot() {
+  // The local app's connectionPool.http: at most maxConnections requests in flight to
+  // it (one per HTTP/1.1 connection), at most maxPendingRequests waiting; beyond, 503.
+  auto& limit = *view_->app_limit;
+  auto try_take = [&] {
+    auto active = limit.active.load(std::memory_order_relaxed);
+    while (active < limit.max_connections) {
+      if (limit.active.compare_exchange_weak(active, active + 1, std::memory_order_relaxed)) return true;
+    }
+    return false;
+  };
+  if (try_take()) co_return true;
+  if (limit.pending.fetch_add(1, std::memory_order_relaxed) >= limit.max_pending) {
+    limit.pending.fetch_sub(1, std::memory_order_relaxed);
+    co_return false;
+  }
+  asio::steady_timer timer(worker_.ioc());
+  const auto give_up = deadline_.value_or(Clock::now() + std::chrono::seconds(15));
+  bool got = false;
+  for (int i = 0; i < 1000000 && Clock::now() < give_up; ++i) {
+    timer.expires_after(std::chrono::milliseconds(1));
+    co_await timer.async_wait(use_tuple);
+    if ((got = try_take())) break;
+  }
+  limit.pending.fetch_sub(1, std::memory_order_relaxed);
+  co_return got;
 }
 
 awaitable<std::shared_ptr<mesh::Endpoint>> RequestLifecycle::resolve_outside() {
@@ -460,6 +535,20 @@ awaitable<void> RequestLifecycle::forward() {
     }
   }
   if (target_.timeouts.per_request.count() > 0) deadline_ = start_ + target_.timeouts.per_request;
+  if (target_.to_app && view_->app_limit) {
+    if (!co_await acquire_app_slot()) {
+      ++worker_.stats().overflow[node_label_ ? node_label_ : metrics::empty_label()];
+      co_await reply(LocalReply::overflow, "the application's connection pool is full");
+      co_return;
+    }
+    holds_app_slot_ = true;
+  }
+  struct SlotGuard {
+    RequestLifecycle& self;
+    ~SlotGuard() {
+      if (self.holds_app_slot_) self.view_->app_limit->active.fetch_sub(1, std::memory_order_relaxed);
+    }
+  } slot_guard{*this};
   std::vector<const mesh::Endpoint*> tried;
   std::uint32_t attempt = 0;       // retries counted against maxRetries
   std::uint32_t fresh_retries = 0;  // reused-connection races, not counted
@@ -478,9 +567,16 @@ awaitable<void> RequestLifecycle::forward() {
       co_return;
     }
     tried.push_back(ep.get());
-    ActiveRequest active(ep);
+    mesh::NodeState* node_state = nullptr;
+    if (!target_.to_app && !target_.outside_mesh && target_.cluster < view_->endpoints->size()) {
+      node_state = (*view_->endpoints)[target_.cluster]->node_state.get();
+    }
+    ActiveRequest active(ep, node_state, attempt > 0);
     const bool replayable = !has_body_ || (!body_overflow_ && (body_complete_ || kept_body_.empty()));
-    const bool can_retry = attempt < target_.retry.max_retries && replayable;
+    auto can_retry_now = [&](bool replayable_body) {
+      return attempt < target_.retry.max_retries && replayable_body && retry_budget_allows();
+    };
+    const bool can_retry = can_retry_now(replayable);
     auto retry_counted = [&]() {
       ++attempt;
       ++retries_;
@@ -494,6 +590,7 @@ awaitable<void> RequestLifecycle::forward() {
     auto up = co_await worker_.pool().acquire(
         ep, connect_timeout, HeadLimits{limits.max_request_headers_bytes, limits.max_request_headers_count}, gauge, ec);
     if (!up) {
+      report_outcome(*ep, true);  // connect failures count as server errors
       if (can_retry && target_.retry.on_connect_failure) {
         retry_counted();
         co_await backoff(attempt);
@@ -537,7 +634,8 @@ awaitable<void> RequestLifecycle::forward() {
                                   node_label_ ? node_label_ : metrics::empty_label()}];
       // The upstream request is abandoned: its connection is closed, never reused.
       up.reset();
-      if (failure == Failure::per_try_timeout && attempt < target_.retry.max_retries && replayable_now) {
+      report_outcome(*ep, true);
+      if (failure == Failure::per_try_timeout && can_retry_now(replayable_now)) {
         retry_counted();
         co_await backoff(attempt);
         continue;
@@ -547,7 +645,8 @@ awaitable<void> RequestLifecycle::forward() {
     }
     if (failure == Failure::reset) {
       up.reset();
-      if (attempt < target_.retry.max_retries && replayable_now && target_.retry.on_reset) {
+      report_outcome(*ep, true);
+      if (can_retry_now(replayable_now) && target_.retry.on_reset) {
         retry_counted();
         co_await backoff(attempt);
         continue;
@@ -556,14 +655,15 @@ awaitable<void> RequestLifecycle::forward() {
       co_return;
     }
     const int status = up->parser.head().status;
-    if (target_.retry.retries_status(status) && attempt < target_.retry.max_retries && replayable_now) {
+    report_outcome(*ep, status >= 500);
+    if (target_.retry.retries_status(status) && can_retry_now(replayable_now)) {
       up.reset();  // not reading the rest of this response: the connection cannot be reused
       retry_counted();
       co_await backoff(attempt);
       continue;
     }
-    if (attempt > 0 && attempt == target_.retry.max_retries && target_.retry.retries_status(status)) {
-      flag_ = "retries_exhausted";
+    if (attempt > 0 && target_.retry.retries_status(status)) {
+      flag_ = attempt == target_.retry.max_retries ? "retries_exhausted" : "retry_budget_exhausted";
     }
     const bool ok = co_await stream_response(*up);
     if (!ok) {

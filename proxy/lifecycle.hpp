@@ -36,9 +36,13 @@ class RequestLifecycle {
   enum class Failure { none, connect, reset, timeout, per_try_timeout, status, downstream_closed, downstream_bad,
                        downstream_timeout };
 
+  std::optional<std::uint32_t> rate_limited();  // seconds to wait, when over the limit
   awaitable<bool> route();
   awaitable<void> forward();
   std::shared_ptr<mesh::Endpoint> pick_endpoint(const std::vector<const mesh::Endpoint*>& tried);
+  void report_outcome(mesh::Endpoint& ep, bool server_error);
+  bool retry_budget_allows() const;
+  awaitable<bool> acquire_app_slot();
   awaitable<std::shared_ptr<mesh::Endpoint>> resolve_outside();
   awaitable<Failure> send_request(UpstreamConnection& up, bool& wrote_any);
   awaitable<Failure> read_response_head(UpstreamConnection& up, Clock::time_point try_deadline,
@@ -69,6 +73,7 @@ class RequestLifecycle {
   const std::string* node_label_ = nullptr;
   std::optional<Clock::time_point> deadline_;
   std::uint32_t retries_ = 0;
+  bool holds_app_slot_ = false;
   std::string_view flag_;  // access-log response flag
 };
 

@@ -10,7 +10,9 @@
 #include <iostream>
 #include <sstream>
 
+#include "mesh/health_checker.hpp"
 #include "mesh/loader.hpp"
+#include "mesh/outlier_detector.hpp"
 #include "mesh/names.hpp"
 #include "metrics/admin_server.hpp"
 #include "metrics/collector.hpp"
@@ -117,6 +119,22 @@ class Server {
       }
     }
     registry_.set_snapshot(snap_);
+    // The node's own listener limits, shared by every worker (they survive new views).
+    if (const mesh::Listener* l = ingress_listener()) {
+      if (l->connection_pool) {
+        if (const auto* http = std::get_if<mesh::HttpPool>(&l->connection_pool->kind)) {
+          app_limit_ = std::make_shared<AppPoolLimit>();
+          app_limit_->max_connections = static_cast<std::uint32_t>(http->max_connections);
+          app_limit_->max_pending = static_cast<std::uint32_t>(http->max_pending_requests.value_or(2147483647));
+        }
+      }
+      if (l->rate_limit) {
+        rate_limit_ = std::make_shared<mesh::TokenBucket>(
+            l->rate_limit->requests_per_unit,
+            l->rate_limit->unit == mesh::RateUnit::SECOND ? std::chrono::nanoseconds(std::chrono::seconds(1))
+                                                          : std::chrono::nanoseconds(std::chrono::minutes(1)));
+      }
+    }
     std::string error;
     resolver_ = std::make_unique<net::CaresResolver>(main_, opts_.limits.dns_resolvers, error);
     if (!error.empty()) {
@@ -158,6 +176,21 @@ class Server {
     return kExitRuntime;
   }
 
+  // The node listener whose settings apply at ingress: the one on the app port, else
+  // the one on the ingress port (a node reached at its listener port without
+  // interception), else the first.
+  const mesh::Listener* ingress_listener() const {
+    const auto& listeners = snap_->node().spec.listeners;
+    const mesh::Listener* listener = listeners.empty() ? nullptr : &listeners.front();
+    for (const auto& l : listeners) {
+      if (l.port_mapping.port == opts_.ingress_port) listener = &l;
+    }
+    for (const auto& l : listeners) {
+      if (opts_.app_port && l.port_mapping.port == *opts_.app_port) listener = &l;
+    }
+    return listener;
+  }
+
   // ---- state published to workers -------------------------------------------------
   void publish_view() {
     auto view = std::make_shared<RuntimeView>();
@@ -165,18 +198,14 @@ class Server {
     view->endpoints = registry_.table();
     view->node_label = metrics::intern(snap_->node().name);
     view->access_log = access_log_;
-    const auto& listeners = snap_->node().spec.listeners;
-    // The node listener whose settings apply at ingress: the one on the app port, else
-    // the one on the ingress port (a node reached at its listener port without
-    // interception), else the first.
+    view->app_limit = app_limit_;
+    view->rate_limit = rate_limit_;
+    view->outlier_notify = [this] { outlier_.notify(); };
+    // Health checks and outlier detection follow the endpoints before workers see them.
+    health_.update(*snap_, *view->endpoints);
+    outlier_.update(snap_, view->endpoints);
     std::optional<std::uint16_t> app_port = opts_.app_port;
-    const mesh::Listener* listener = listeners.empty() ? nullptr : &listeners.front();
-    for (const auto& l : listeners) {
-      if (l.port_mapping.port == ingress_.port()) listener = &l;
-    }
-    for (const auto& l : listeners) {
-      if (app_port && l.port_mapping.port == *app_port) listener = &l;
-    }
+    const mesh::Listener* listener = ingress_listener();
     if (!app_port && listener != nullptr) app_port = static_cast<std::uint16_t>(listener->port_mapping.port);
 
     if (app_port) {
@@ -201,11 +230,24 @@ class Server {
   void discovery_loop() {
     registry_.refresh(*resolver_, [this] {
       if (registry_.table() != view_.load()->endpoints) publish_view();
-      if (registry_.all_answered() && !draining_) ready_ = true;
+      check_ready();
       auto timer = std::make_shared<asio::steady_timer>(main_, opts_.limits.dns_refresh);
       timer->async_wait([this, timer](const error_code& ec) {
         if (!ec) discovery_loop();
       });
+    });
+  }
+
+  void check_ready() {
+    // Ready once discovery answered and every checked endpoint had its first check.
+    if (draining_ || ready_) return;
+    if (registry_.all_answered() && health_.first_round_done()) {
+      ready_ = true;
+      return;
+    }
+    auto timer = std::make_shared<asio::steady_timer>(main_, std::chrono::milliseconds(50));
+    timer->async_wait([this, timer](const error_code& ec) {
+      if (!ec) check_ready();
     });
   }
 
@@ -400,6 +442,18 @@ class Server {
           s.endpoints.push_back({ce->node, e->text, e->healthy.load(), e->ejected.load()});
         }
       }
+      std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> outliers;  // node -> ejections, ejected
+      for (std::size_t i = 0; i < view->endpoints->size(); ++i) {
+        const auto& ce = (*view->endpoints)[i];
+        if (mesh::cluster_listener(view->snap->clusters()[i]) == nullptr ||
+            !mesh::cluster_listener(view->snap->clusters()[i])->outlier_detection) {
+          continue;
+        }
+        auto& o = outliers[ce->node];
+        o.first = ce->node_state->ejections_total.load();
+        for (const auto& e : ce->endpoints) o.second += e->ejected.load() ? 1 : 0;
+      }
+      for (const auto& [node, o] : outliers) s.outliers.push_back({node, o.first, o.second});
       s.version = kVersion;
       s.mesh = config_->mesh.name;
       s.node = opts_.node;
@@ -422,6 +476,10 @@ class Server {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::shared_ptr<mesh::Endpoint> app_endpoint_;
   std::shared_ptr<AccessLog> access_log_;
+  std::shared_ptr<AppPoolLimit> app_limit_;
+  std::shared_ptr<mesh::TokenBucket> rate_limit_;
+  mesh::HealthChecker health_{main_};
+  mesh::OutlierDetector outlier_{main_};
   std::atomic<std::shared_ptr<const RuntimeView>> view_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> ready_{false};

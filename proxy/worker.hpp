@@ -3,6 +3,7 @@
 // load-balancer state and metric shard (DESIGN "Threading"). Connections stay on the
 // worker that accepted them; the main thread talks to it only by posting.
 #include <atomic>
+#include <functional>
 #include <future>
 #include <list>
 #include <memory>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "mesh/endpoints.hpp"
+#include "mesh/resilience.hpp"
 #include "mesh/snapshot.hpp"
 #include "metrics/stats.hpp"
 #include "proxy/io.hpp"
@@ -21,6 +23,15 @@ namespace meshd::proxy {
 
 class AccessLog;
 
+// The local app's connection-pool limit (listener connectionPool.http), shared by all
+// workers: requests to the app in flight, and requests waiting for a slot.
+struct AppPoolLimit {
+  std::uint32_t max_connections = 0;
+  std::uint32_t max_pending = 0;
+  std::atomic<std::uint32_t> active{0};
+  std::atomic<std::uint32_t> pending{0};
+};
+
 // What a worker routes with; replaced as a whole (a new snapshot or new endpoints).
 // Each request keeps the view it started with.
 struct RuntimeView {
@@ -30,6 +41,9 @@ struct RuntimeView {
   mesh::RouteTimeouts ingress_timeouts;  // the node's listener timeouts
   const std::string* node_label = nullptr;
   std::shared_ptr<AccessLog> access_log;  // null: no access log
+  std::shared_ptr<AppPoolLimit> app_limit;        // null: no connection-pool limit
+  std::shared_ptr<mesh::TokenBucket> rate_limit;  // null: no rate limit
+  std::function<void()> outlier_notify;           // asks the main thread for an ejection sweep
 };
 
 class DownstreamConnection;

@@ -520,15 +520,15 @@ class Lifecycle(Base):
         text = canary_mesh(self.v1.port, self.v2.port).replace(
             "  - name: v2\n    spec:\n      listeners: [{portMapping: {port: 8080, protocol: http}}]",
             "  - name: v2\n    spec:\n      listeners: [{portMapping: {port: 8080, protocol: http}, "
-            "outlierDetection: {maxServerErrors: 5, interval: {value: 10, unit: s}, "
-            "baseEjectionDuration: {value: 30, unit: s}, maxEjectionPercent: 50}}]")
+            "healthCheck: {protocol: grpc, healthyThreshold: 2, unhealthyThreshold: 2, "
+            "timeoutMillis: 2000, intervalMillis: 5000}}]")
         path = os.path.join(self.tmp, "m.yaml")
         with open(path, "w") as f:
             f.write(text.replace("ACCESS_LOG", self.access_log))
         r = subprocess.run([harness.MESHD, "run", "--mesh", path, "--node", "client", "--egress-port", "0",
                             "--ingress-port", "0", "--admin", "127.0.0.1:0"], capture_output=True, text=True, timeout=10)
         self.assertEqual(r.returncode, 1)
-        self.assertIn("virtualNodes[2].spec.listeners[0].outlierDetection", r.stderr)
+        self.assertIn("virtualNodes[2].spec.listeners[0].healthCheck.protocol", r.stderr)
 
     def test_port_in_use_exits_3_and_usage_exits_2(self):
         m = self.start()
@@ -578,7 +578,7 @@ class Lifecycle(Base):
         r = subprocess.run([harness.MESHD, "run", "--mesh", path, "--node", "client", "--egress-port", "0",
                             "--ingress-port", "0", "--admin", "127.0.0.1:0"], capture_output=True, text=True, timeout=10)
         self.assertEqual(r.returncode, 1, r.stderr)
-        for p in ("virtualNodes[0].spec.listeners[0].portMapping.protocol", "virtualNodes[0].spec.listeners[0].rateLimit",
+        for p in ("virtualNodes[0].spec.listeners[0].portMapping.protocol",
                   "virtualNodes[0].spec.backendDefaults.clientPolicy.tls"):
             self.assertIn(f"{path}: {p}: not supported by this build", r.stderr)
         # A node that uses none of it runs on the same file.

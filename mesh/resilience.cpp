@@ -10,12 +10,13 @@ bool HealthState::record(bool pass) {
   if (pass) {
     failures_ = 0;
     ++passes_;
-    // The first pass makes a new endpoint usable; later it takes the threshold.
-    if (!checked_once_ || passes_ >= healthy_threshold_) healthy_ = true;
+    // An endpoint's first pass ever makes it usable; later it takes the threshold.
+    if (!ever_passed_ || passes_ >= healthy_threshold_) healthy_ = true;
+    ever_passed_ = true;
   } else {
     passes_ = 0;
     ++failures_;
-    if (!checked_once_ || failures_ >= unhealthy_threshold_) healthy_ = false;
+    if (!ever_passed_ || failures_ >= unhealthy_threshold_) healthy_ = false;
   }
   checked_once_ = true;
   return healthy_;
@@ -32,6 +33,13 @@ std::chrono::milliseconds ejection_duration(std::chrono::milliseconds base, std:
 std::size_t max_ejected(std::size_t total, int max_ejection_percent) {
   const std::size_t allowed = total * static_cast<std::size_t>(std::clamp(max_ejection_percent, 0, 100)) / 100;
   return std::max<std::size_t>(allowed, total > 0 ? 1 : 0);
+}
+
+std::chrono::milliseconds backoff_ceiling(std::chrono::milliseconds base, std::chrono::milliseconds max,
+                                          std::uint32_t attempt) {
+  auto cap = base;
+  for (std::uint32_t i = 0; i < attempt && cap < max; ++i) cap *= 2;
+  return std::min(cap, max);
 }
 
 bool retry_budget_allows(std::uint32_t retries_in_flight, std::uint32_t active_requests, std::uint32_t percent,

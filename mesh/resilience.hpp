@@ -18,7 +18,7 @@ namespace meshd::mesh {
 struct Endpoint;
 
 // Active health checking (App Mesh healthCheck): an endpoint starts unhealthy and
-// becomes healthy at its first pass; after that it takes `unhealthy_threshold`
+// becomes healthy at its first pass ever; after that it takes `unhealthy_threshold`
 // failures in a row to become unhealthy and `healthy_threshold` passes to recover.
 class HealthState {
  public:
@@ -34,6 +34,7 @@ class HealthState {
   int unhealthy_threshold_;
   bool healthy_ = false;
   bool checked_once_ = false;
+  bool ever_passed_ = false;
   int passes_ = 0;
   int failures_ = 0;
 };
@@ -43,6 +44,11 @@ std::chrono::milliseconds ejection_duration(std::chrono::milliseconds base, std:
 // How many of `total` endpoints may be ejected at once: maxEjectionPercent of them,
 // but at least one (App Mesh: "ejects at least 1 host").
 std::size_t max_ejected(std::size_t total, int max_ejection_percent);
+
+// Full-jitter backoff: a retry waits uniformly in [0, ceiling], the ceiling being
+// min(max, base × 2^attempt).
+std::chrono::milliseconds backoff_ceiling(std::chrono::milliseconds base, std::chrono::milliseconds max,
+                                          std::uint32_t attempt);
 
 // The retry budget (SPEC §1, Envoy's): retries in flight to a node stay at or under
 // max(min_concurrent, percent × its active requests).

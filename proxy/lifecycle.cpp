@@ -281,10 +281,9 @@ awaitable<std::shared_ptr<mesh::Endpoint>> RequestLifecycle::resolve_outside() {
 }
 
 awaitable<void> RequestLifecycle::backoff(std::uint32_t attempt) {
-  // Full jitter: uniform in [0, min(max, base * 2^attempt)].
-  const auto& r = target_.retry;
-  auto cap = r.backoff_base * (1LL << std::min<std::uint32_t>(attempt, 20));
-  if (cap > r.backoff_max) cap = r.backoff_max;
+  // Full jitter: uniform in [0, min(max, base × 2^(attempt-1))].
+  const auto cap = mesh::backoff_ceiling(target_.retry.backoff_base, target_.retry.backoff_max,
+                                         attempt > 0 ? attempt - 1 : 0);
   if (cap.count() <= 0) co_return;
   const auto wait = std::chrono::milliseconds(worker_.rng()() % static_cast<std::uint64_t>(cap.count() + 1));
   asio::steady_timer timer(worker_.ioc());

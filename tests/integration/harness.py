@@ -29,6 +29,9 @@ class Upstream:
     /chunked/N            N bytes, chunked
     /until-close/N        N bytes, no length, then close
     /sleep/MS             answer after MS milliseconds
+    /slow-body            headers and 10 of 100 bytes, then 5 s of silence
+    /health               `health_status` (200 unless a test changes it)
+    (`force_status` set: every path but /health answers it)
     anything else         200 with a JSON echo of the request
     Every request head (raw bytes) and body length is recorded."""
 
@@ -38,6 +41,8 @@ class Upstream:
         self.connections = 0
         self.lock = threading.Lock()
         self.counters = {}
+        self.health_status = 200  # what /health answers
+        self.force_status = None  # when set, every other path answers this
         upstream = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -135,6 +140,14 @@ class Upstream:
             return True
 
         parts = path.split("?")[0].split("/")
+        if path == "/health":
+            return send(self.health_status, b"health\n")
+        if self.force_status is not None:
+            return send(self.force_status, f"{self.name} forced {self.force_status}\n".encode())
+        if path == "/slow-body":
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+            time.sleep(5)
+            return False
         if path.startswith("/status/"):
             return send(int(parts[2]), f"{self.name} {parts[2]}\n".encode())
         if path.startswith("/flaky/"):

@@ -72,6 +72,12 @@ awaitable<bool> DownstreamConnection::read_head() {
         watchdog_.arm_at(socket_, *deadline);
       }
     }
+    if (buffer_.empty()) {
+      // Idle: wait for bytes without holding a buffer (an idle keep-alive connection
+      // costs no read buffer).
+      auto [wec] = co_await socket_.async_wait(tcp::socket::wait_read, use_tuple);
+      if (wec) co_return false;
+    }
     const std::size_t old = buffer_.size();
     buffer_.resize(old + kReadChunk);
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer_.data() + old, kReadChunk), use_tuple);

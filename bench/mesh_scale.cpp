@@ -14,52 +14,12 @@
 
 #include "mesh/loader.hpp"
 #include "mesh/snapshot.hpp"
+#include "bench/scale_mesh.hpp"
 
 using namespace meshd::mesh;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::string generate(int services, int routes_per_service) {
-  std::string y;
-  y.reserve(static_cast<std::size_t>(services) * routes_per_service * 600);
-  y += "mesh: {name: scale}\nvirtualNodes:\n  - name: client\n    spec:\n      backends:\n";
-  for (int s = 0; s < services; ++s) {
-    y += "        - virtualService: {virtualServiceName: svc-" + std::to_string(s) + ".mesh.local}\n";
-  }
-  for (int s = 0; s < services; ++s) {
-    for (const char* v : {"a", "b"}) {
-      y += "  - name: svc-" + std::to_string(s) + "-" + v + "\n    spec:\n";
-      y += "      listeners: [{portMapping: {port: 8080, protocol: http}}]\n";
-      y += "      serviceDiscovery: {dns: {hostname: svc-" + std::to_string(s) + "-" + v + ".mesh.local}}\n";
-    }
-  }
-  y += "virtualServices:\n";
-  for (int s = 0; s < services; ++s) {
-    y += "  - name: svc-" + std::to_string(s) + ".mesh.local\n    spec: {provider: {virtualRouter: {virtualRouterName: router-" +
-         std::to_string(s) + "}}}\n";
-  }
-  y += "virtualRouters:\n";
-  for (int s = 0; s < services; ++s) {
-    y += "  - name: router-" + std::to_string(s) + "\n    spec: {listeners: [{portMapping: {port: 8080, protocol: http}}]}\n";
-  }
-  y += "routes:\n";
-  for (int s = 0; s < services; ++s) {
-    for (int r = 0; r < routes_per_service; ++r) {
-      const std::string node = "svc-" + std::to_string(s);
-      y += "  - name: route-" + std::to_string(r) + "\n    virtualRouterName: router-" + std::to_string(s) + "\n";
-      y += "    spec:\n      priority: " + std::to_string(r) + "\n      httpRoute:\n";
-      y += "        match:\n          prefix: /api/v" + std::to_string(r) + "\n";
-      y += "          headers: [{name: x-tenant, match: {exact: tenant-" + std::to_string(r) + "}}]\n";
-      y += "        action:\n          weightedTargets:\n";
-      y += "            - {virtualNode: " + node + "-a, weight: 90}\n            - {virtualNode: " + node + "-b, weight: 10}\n";
-      y += "        retryPolicy:\n          maxRetries: 2\n          perRetryTimeout: {value: 2, unit: s}\n";
-      y += "          httpRetryEvents: [server-error, gateway-error]\n";
-      y += "        timeout: {perRequest: {value: 15, unit: s}}\n";
-    }
-  }
-  return y;
-}
 
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
@@ -79,7 +39,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  const std::string yaml = generate(services, routes_per_service);
+  const std::string yaml = meshd::bench::scale_mesh(services, routes_per_service);
   if (write_to != nullptr) std::ofstream(write_to) << yaml;
 
   auto result = load_mesh_text(yaml, "scale.yaml");

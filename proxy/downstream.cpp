@@ -47,9 +47,9 @@ awaitable<bool> DownstreamConnection::read_head() {
   const auto& limits = worker_.limits();
   std::optional<Clock::time_point> deadline;
   while (true) {
-    const auto step = parser_.parse(buffer_);
+    const auto step = parser_.parse(buffer_.view());
     if (step.event == Http1Parser::Event::head) {
-      buffer_.erase(0, step.consumed);
+      buffer_.consume(step.consumed);
       watchdog_.disarm();
       co_return true;
     }
@@ -62,7 +62,7 @@ awaitable<bool> DownstreamConnection::read_head() {
     if (buffer_.empty()) {
       idle_ = true;
       if (worker_.draining()) co_return false;  // an idle connection closes at once when draining
-      buffer_.shrink_to_fit();                   // an idle connection keeps no buffer
+      buffer_.release_if_empty();                   // an idle connection keeps no buffer
       watchdog_.arm(socket_, limits.downstream_idle_timeout);
     } else {
       idle_ = false;
@@ -79,9 +79,9 @@ awaitable<bool> DownstreamConnection::read_head() {
       if (wec) co_return false;
     }
     const std::size_t old = buffer_.size();
-    buffer_.resize(old + kReadChunk);
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer_.data() + old, kReadChunk), use_tuple);
-    buffer_.resize(old + n);
+    char* space = buffer_.prepare(kReadChunk);
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space, kReadChunk), use_tuple);
+    buffer_.commit(n);
     if (ec) {
       if (watchdog_.fired() && old > 0) {
         co_await reply(LocalReply::request_timeout, "the request headers did not complete in time", true);
@@ -93,17 +93,17 @@ awaitable<bool> DownstreamConnection::read_head() {
 }
 
 awaitable<DownstreamConnection::BodyPiece> DownstreamConnection::read_body(std::chrono::milliseconds idle) {
-  buffer_.erase(0, pending_consume_);
+  buffer_.consume(pending_consume_);
   pending_consume_ = 0;
   if (body_done_) co_return BodyPiece{BodyPiece::Kind::end, {}};
   while (true) {
-    const auto step = parser_.parse(buffer_);
+    const auto step = parser_.parse(buffer_.view());
     switch (step.event) {
       case Http1Parser::Event::body:
         pending_consume_ = step.consumed;
         co_return BodyPiece{BodyPiece::Kind::data, parser_.body()};
       case Http1Parser::Event::message_complete:
-        buffer_.erase(0, step.consumed);
+        buffer_.consume(step.consumed);
         body_done_ = true;
         co_return BodyPiece{BodyPiece::Kind::end, {}};
       case Http1Parser::Event::error:
@@ -112,14 +112,13 @@ awaitable<DownstreamConnection::BodyPiece> DownstreamConnection::read_body(std::
       default:
         break;
     }
-    buffer_.erase(0, step.consumed);
-    const std::size_t old = buffer_.size();
-    buffer_.resize(old + kReadChunk);
+    buffer_.consume(step.consumed);
+    char* space = buffer_.prepare(kReadChunk);
     watchdog_.arm(socket_, idle);
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer_.data() + old, kReadChunk), use_tuple);
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space, kReadChunk), use_tuple);
     const bool timed_out = watchdog_.fired();
     watchdog_.disarm();
-    buffer_.resize(old + n);
+    buffer_.commit(n);
     if (ec) {
       keep_alive_ = false;
       co_return BodyPiece{timed_out ? BodyPiece::Kind::timeout : BodyPiece::Kind::closed, {}};
@@ -196,7 +195,7 @@ awaitable<void> DownstreamConnection::run() {
         keep_alive_ = false;
       }
     }
-    buffer_.erase(0, pending_consume_);
+    buffer_.consume(pending_consume_);
     pending_consume_ = 0;
     // The parser must be between messages before the next one (a failed body parse
     // leaves it in error, and the connection closes).

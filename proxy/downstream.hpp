@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "metrics/stats.hpp"
+#include "net/byte_buffer.hpp"
 #include "proxy/http1_codec.hpp"
 #include "proxy/io.hpp"
 #include "proxy/local_reply.hpp"
@@ -54,7 +55,7 @@ class DownstreamConnection {
   Watchdog watchdog_;
   metrics::Direction direction_;
   Http1Parser parser_;
-  std::string buffer_;
+  net::ByteBuffer buffer_;
   std::size_t pending_consume_ = 0;  // bytes of buffer_ handed out as body, consumed on the next read
   std::string peer_;
   bool keep_alive_ = true;

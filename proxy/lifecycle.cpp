@@ -17,13 +17,21 @@ bool idempotent(std::string_view method) {
 }
 
 std::string uuid4(std::mt19937_64& rng) {
-  const std::uint64_t a = rng(), b = rng();
-  char buf[37];
-  std::snprintf(buf, sizeof buf, "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(a >> 32),
-                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xfff),
-                static_cast<unsigned>(((b >> 48) & 0x3fff) | 0x8000),
-                static_cast<unsigned long long>(b & 0xffffffffffffULL));
-  return buf;
+  // A random (version 4) UUID, formatted without printf (it showed in profiles).
+  static constexpr char hex[] = "0123456789abcdef";
+  std::uint64_t a = rng(), b = rng();
+  a = (a & ~0xf000ULL) | 0x4000ULL;              // version 4
+  b = (b & ~(3ULL << 62)) | (2ULL << 62);        // variant 10
+  std::string out(36, '-');
+  const std::uint64_t words[2] = {a, b};
+  int nibble = 0;
+  for (int i = 0; i < 36; ++i) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) continue;
+    const std::uint64_t w = words[nibble / 16];
+    out[static_cast<std::size_t>(i)] = hex[(w >> (60 - 4 * (nibble % 16))) & 0xf];
+    ++nibble;
+  }
+  return out;
 }
 
 // RAII: active requests of an endpoint and of its node (LEAST_REQUEST and the retry
@@ -371,15 +379,15 @@ awaitable<RequestLifecycle::Failure> RequestLifecycle::read_response_head(Upstre
   up.parser.expect_no_body(head_.method == "HEAD");
   up.watchdog.arm_at(up.socket, try_deadline);
   while (true) {
-    const auto step = up.parser.parse(up.buffer);
+    const auto step = up.parser.parse(up.buffer.view());
     if (step.event == Http1Parser::Event::head) {
-      up.buffer.erase(0, step.consumed);
+      up.buffer.consume(step.consumed);
       const int status = up.parser.head().status;
       if (status >= 100 && status < 200) {
         // Interim responses (100 Continue, 103) are not forwarded: meshd answered
         // Expect itself. Skip to the final response.
-        auto done = up.parser.parse(up.buffer);
-        up.buffer.erase(0, done.consumed);
+        auto done = up.parser.parse(up.buffer.view());
+        up.buffer.consume(done.consumed);
         up.parser.expect_no_body(head_.method == "HEAD");
         continue;
       }
@@ -390,10 +398,9 @@ awaitable<RequestLifecycle::Failure> RequestLifecycle::read_response_head(Upstre
       up.watchdog.disarm();
       co_return Failure::reset;
     }
-    const std::size_t old = up.buffer.size();
-    up.buffer.resize(old + 16384);
-    auto [ec, n] = co_await up.socket.async_read_some(asio::buffer(up.buffer.data() + old, 16384), use_tuple);
-    up.buffer.resize(old + n);
+    char* space = up.buffer.prepare(16384);
+    auto [ec, n] = co_await up.socket.async_read_some(asio::buffer(space, 16384), use_tuple);
+    up.buffer.commit(n);
     if (ec) {
       const bool timed_out = up.watchdog.fired();
       up.watchdog.disarm();
@@ -431,7 +438,7 @@ awaitable<bool> RequestLifecycle::stream_response(UpstreamConnection& up) {
   const bool chunked = out.framing == DownstreamResponse::Framing::chunked;
   const auto idle = target_.timeouts.idle.count() > 0 ? target_.timeouts.idle : std::chrono::milliseconds(300000);
   while (true) {
-    auto step = up.parser.parse(up.buffer);
+    auto step = up.parser.parse(up.buffer.view());
     if (step.event == Http1Parser::Event::body) {
       const auto piece = up.parser.body();
       bool ok;
@@ -446,28 +453,27 @@ awaitable<bool> RequestLifecycle::stream_response(UpstreamConnection& up) {
       } else {
         ok = co_await conn_.write(piece);
       }
-      up.buffer.erase(0, step.consumed);
+      up.buffer.consume(step.consumed);
       if (!ok) co_return false;
       continue;
     }
     if (step.event == Http1Parser::Event::message_complete) {
-      up.buffer.erase(0, step.consumed);
+      up.buffer.consume(step.consumed);
       if (chunked && !co_await conn_.write(kLastChunk)) co_return false;
       co_return true;
     }
     if (step.event == Http1Parser::Event::error) co_return false;
-    up.buffer.erase(0, step.consumed);
-    const std::size_t old = up.buffer.size();
-    up.buffer.resize(old + 16384);
+    up.buffer.consume(step.consumed);
+    char* space = up.buffer.prepare(16384);
     if (deadline_) {
       up.watchdog.arm_at(up.socket, std::min(*deadline_, Clock::now() + idle));
     } else {
       up.watchdog.arm(up.socket, idle);
     }
-    auto [ec, n] = co_await up.socket.async_read_some(asio::buffer(up.buffer.data() + old, 16384), use_tuple);
+    auto [ec, n] = co_await up.socket.async_read_some(asio::buffer(space, 16384), use_tuple);
     const bool timed_out = up.watchdog.fired();
     up.watchdog.disarm();
-    up.buffer.resize(old + n);
+    up.buffer.commit(n);
     if (ec) {
       if (timed_out) {
         flag_ = "upstream_timeout";

@@ -76,7 +76,7 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> c, std::chrono::m
   if (!c || !c->socket.is_open() || !c->buffer.empty() || idle_timeout.count() <= 0) return;
   auto& list = idle_[c->endpoint.get()];
   if (list.size() >= max_idle) return;
-  c->buffer.shrink_to_fit();  // an idle connection keeps no buffer
+  c->buffer.release_if_empty();  // an idle connection keeps no buffer
   list.push_back({std::move(c), Clock::now() + idle_timeout});
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mesh/endpoints.hpp"
+#include "net/byte_buffer.hpp"
 #include "proxy/http1_codec.hpp"
 #include "proxy/io.hpp"
 
@@ -22,7 +23,7 @@ struct UpstreamConnection {
   Watchdog watchdog;
   std::shared_ptr<mesh::Endpoint> endpoint;
   Http1Parser parser;
-  std::string buffer;  // bytes read and not yet parsed
+  net::ByteBuffer buffer;  // bytes read and not yet parsed
   bool reused = false;
   std::int64_t* gauge = nullptr;  // the worker's meshd_upstream_connections_active for the node
 };

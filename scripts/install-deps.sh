@@ -13,6 +13,8 @@ PKGS=(
   catch2 libre2-dev libc-ares-dev
   # tests: promtool lints /metrics
   prometheus python3-yaml
+  # benchmarks: Google Benchmark for the microbenchmarks
+  libbenchmark-dev
 )
 
 missing=()

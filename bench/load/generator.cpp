@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "net/byte_buffer.hpp"
 #include "proxy/http1_codec.hpp"
 
 namespace meshd::bench {
@@ -62,7 +63,7 @@ asio::awaitable<void> connection(Shared& s, ThreadResult& out, unsigned index, t
   auto ex = co_await asio::this_coro::executor;
   tcp::socket socket(ex);
   asio::steady_timer timer(ex), watchdog(ex);
-  std::string buffer;
+  net::ByteBuffer buffer;
   std::uint64_t k = 0;
   std::size_t target = index % requests.size();
   bool connected = false;
@@ -112,30 +113,29 @@ asio::awaitable<void> connection(Shared& s, ThreadResult& out, unsigned index, t
       if (wec) error = timed_out ? "timeout" : "reset";
       bool complete = false;
       for (int guard = 0; error == nullptr && !complete && guard < 1000000; ++guard) {
-        auto step = parser->parse(buffer);
+        auto step = parser->parse(buffer.view());
         switch (step.event) {
           case proxy::Http1Parser::Event::head:
             status = parser->head().status;
-            buffer.erase(0, step.consumed);
+            buffer.consume(step.consumed);
             continue;
           case proxy::Http1Parser::Event::body:
-            buffer.erase(0, step.consumed);
+            buffer.consume(step.consumed);
             continue;
           case proxy::Http1Parser::Event::message_complete:
-            buffer.erase(0, step.consumed);
+            buffer.consume(step.consumed);
             complete = true;
             continue;
           case proxy::Http1Parser::Event::error:
             error = "protocol";
             continue;
           default:
-            buffer.erase(0, step.consumed);
+            buffer.consume(step.consumed);
             break;
         }
-        const std::size_t old = buffer.size();
-        buffer.resize(old + 65536);
-        auto [rec, n] = co_await socket.async_read_some(asio::buffer(buffer.data() + old, 65536), use_tuple);
-        buffer.resize(old + n);
+        char* space = buffer.prepare(65536);
+        auto [rec, n] = co_await socket.async_read_some(asio::buffer(space, 65536), use_tuple);
+        buffer.commit(n);
         if (rec) {
           if (rec == asio::error::eof && parser->body_until_close()) {
             complete = parser->finish().event == proxy::Http1Parser::Event::message_complete;

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "mesh/resilience.hpp"
+#include "net/asio_address.hpp"
 
 namespace meshd::mesh {
 
@@ -115,17 +116,7 @@ void HealthChecker::probe(const std::shared_ptr<Target>& t) {
     if (e) return;  // cancelled: the probe finished first
     once(false);
   });
-  asio::ip::address addr;
-  if (t->endpoint->ip.v6) {
-    asio::ip::address_v6::bytes_type b;
-    std::memcpy(b.data(), t->endpoint->ip.bytes, 16);
-    addr = asio::ip::address_v6(b);
-  } else {
-    asio::ip::address_v4::bytes_type b;
-    std::memcpy(b.data(), t->endpoint->ip.bytes, 4);
-    addr = asio::ip::address_v4(b);
-  }
-  t->socket.async_connect(tcp::endpoint(addr, t->endpoint->port), [t, once](const error_code& e) {
+  t->socket.async_connect(tcp::endpoint(net::to_asio(t->endpoint->ip), t->endpoint->port), [t, once](const error_code& e) {
     if (e) return once(false);
     if (t->config.protocol == Protocol::tcp) return once(true);
     // HTTP: GET path; a 200 passes.

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "mesh/request_view.hpp"
+#include "net/asio_address.hpp"
 #include "proxy/access_log.hpp"
 #include "proxy/http1_write.hpp"
 
@@ -275,14 +276,7 @@ awaitable<std::shared_ptr<mesh::Endpoint>> RequestLifecycle::resolve_outside() {
   if (ec || results.empty()) co_return nullptr;
   const auto ep = results.begin()->endpoint();
   auto out = std::make_shared<mesh::Endpoint>();
-  if (ep.address().is_v6()) {
-    out->ip.v6 = true;
-    const auto b = ep.address().to_v6().to_bytes();
-    std::copy(b.begin(), b.end(), out->ip.bytes);
-  } else {
-    const auto b = ep.address().to_v4().to_bytes();
-    std::copy(b.begin(), b.end(), out->ip.bytes);
-  }
+  out->ip = net::from_asio(ep.address());
   out->port = ep.port();
   out->text = net::endpoint_text(out->ip, out->port);
   co_return out;

@@ -1,5 +1,7 @@
 #include "proxy/upstream.hpp"
 
+#include "net/asio_address.hpp"
+
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
@@ -20,20 +22,6 @@ bool still_good(tcp::socket& s) {
   char byte;
   const ssize_t n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
-tcp::endpoint to_asio(const mesh::Endpoint& ep) {
-  asio::ip::address addr;
-  if (ep.ip.v6) {
-    asio::ip::address_v6::bytes_type b;
-    std::memcpy(b.data(), ep.ip.bytes, 16);
-    addr = asio::ip::address_v6(b);
-  } else {
-    asio::ip::address_v4::bytes_type b;
-    std::memcpy(b.data(), ep.ip.bytes, 4);
-    addr = asio::ip::address_v4(b);
-  }
-  return {addr, ep.port};
 }
 
 }  // namespace
@@ -59,7 +47,7 @@ awaitable<std::unique_ptr<UpstreamConnection>> UpstreamPool::acquire(std::shared
   conn->gauge = gauge;
   ++*gauge;
   conn->watchdog.arm(conn->socket, connect_timeout);
-  auto [err] = co_await conn->socket.async_connect(to_asio(*ep), use_tuple);
+  auto [err] = co_await conn->socket.async_connect(tcp::endpoint(net::to_asio(ep->ip), ep->port), use_tuple);
   const bool timed_out = conn->watchdog.fired();
   conn->watchdog.disarm();
   if (err) {

@@ -15,6 +15,10 @@ PKGS=(
   prometheus python3-yaml
   # benchmarks: Google Benchmark for the microbenchmarks
   libbenchmark-dev
+  # fuzzing: clang and its runtime (libFuzzer), named explicitly (only a recommendation of clang)
+  clang-14 libclang-rt-14-dev
+  # slow-client tests
+  slowhttptest
 )
 
 missing=()

@@ -216,6 +216,14 @@ std::shared_ptr<mesh::Endpoint> RequestLifecycle::pick_endpoint(const std::vecto
   return mesh::pick_endpoint(in, worker_.rng());
 }
 
+std::chrono::milliseconds RequestLifecycle::body_read_timeout() const {
+  // A request body that stalls longer than the route's idle timeout or the
+  // downstream idle timeout, whichever is shorter, gets 408.
+  auto t = worker_.limits().downstream_idle_timeout;
+  if (target_.timeouts.idle.count() > 0 && target_.timeouts.idle < t) t = target_.timeouts.idle;
+  return t;
+}
+
 void RequestLifecycle::report_outcome(mesh::Endpoint& ep, bool server_error) {
   // Outlier detection: workers count, the main thread decides (DESIGN).
   if (target_.to_app || target_.outside_mesh) return;
@@ -329,7 +337,7 @@ awaitable<RequestLifecycle::Failure> RequestLifecycle::send_request(UpstreamConn
     co_return Failure::reset;
   }
   while (has_body_ && !body_complete_) {
-    auto piece = co_await conn_.read_body(idle);
+    auto piece = co_await conn_.read_body(body_read_timeout());
     if (piece.kind == DownstreamConnection::BodyPiece::Kind::end) {
       body_complete_ = true;
       if (chunked) {
@@ -492,8 +500,7 @@ awaitable<RequestLifecycle::Failure> RequestLifecycle::read_first_body_piece() {
   // The first piece of the body is read before anything goes upstream, so that a
   // body broken at its start (a bad chunk size) is refused with nothing forwarded,
   // and a small body is sent whole with its length.
-  const auto idle = target_.timeouts.idle.count() > 0 ? target_.timeouts.idle : std::chrono::milliseconds(300000);
-  auto piece = co_await conn_.read_body(idle);
+  auto piece = co_await conn_.read_body(body_read_timeout());
   using Kind = DownstreamConnection::BodyPiece::Kind;
   switch (piece.kind) {
     case Kind::data:

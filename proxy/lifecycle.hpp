@@ -42,6 +42,7 @@ class RequestLifecycle {
   std::shared_ptr<mesh::Endpoint> pick_endpoint(const std::vector<const mesh::Endpoint*>& tried);
   void report_outcome(mesh::Endpoint& ep, bool server_error);
   bool retry_budget_allows() const;
+  std::chrono::milliseconds body_read_timeout() const;
   awaitable<bool> acquire_app_slot();
   awaitable<std::shared_ptr<mesh::Endpoint>> resolve_outside();
   awaitable<Failure> send_request(UpstreamConnection& up, bool& wrote_any);

@@ -337,6 +337,31 @@ class Malformed(Base):
         (b"GET /\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: svc.local\r\nX: \x00\r\n\r\n", 400),
+        # Content-Length: empty, signed, overflowing, not a number, a differing list
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nContent-Length:\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nContent-Length: +5\r\n\r\nhello", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nContent-Length: -5\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nContent-Length: 99999999999999999999999999\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nContent-Length: 0x5\r\n\r\nhello", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nContent-Length: 5, 6\r\n\r\nhello", 400),
+        # Transfer-Encoding lists
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: \x0bchunked\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding : chunked\r\n\r\n", 400),
+        # chunk sizes and extensions
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: svc.local\r\nTransfer-Encoding: chunked\r\n\r\n3;\x00=1\r\nabc\r\n0\r\n\r\n", 400),
+        # bare CR / LF, empty names, request targets, versions
+        (b"GET / HTTP/1.1\r\nHost: svc.local\r\n: empty\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: svc.local\r\n\rX: 1\r\n\r\n", 400),
+        (b"GET a/b HTTP/1.1\r\nHost: svc.local\r\n\r\n", 400),
+        (b"GET /a b HTTP/1.1\r\nHost: svc.local\r\n\r\n", 400),
+        (b"GET ftp://svc.local/ HTTP/1.1\r\nHost: svc.local\r\n\r\n", 400),
+        (b"GET / HTTP/0.9\r\n\r\n", 505),
+        (b"GET / http/1.1\r\nHost: svc.local\r\n\r\n", 400),
     ]
 
     def test_each_is_rejected_closed_and_forwarded_nowhere(self):
@@ -348,6 +373,54 @@ class Malformed(Base):
             self.assertIn(b"connection: close", out.lower(), data)
             self.assertTrue(out.endswith(b"\n") and b"<timeout>" not in out, data)  # closed by meshd
         self.assertEqual(self.v1.requests + self.v2.requests, [])  # nothing was forwarded
+
+    def test_unusual_but_valid_requests_are_forwarded_exactly(self):
+        m = self.start()
+        # HTTP/1.0 without a length: an empty body, forwarded as HTTP/1.1.
+        out = raw_exchange(m.port("egress"), b"POST /ten HTTP/1.0\r\nHost: svc.local\r\nx-beta: yes\r\n\r\n")
+        self.assertIn(b"200", out.split(b"\r\n")[0])
+        req = [r for r in self.v2.requests if r["path"] == "/ten"][0]
+        self.assertEqual(req["body_len"], 0)
+        self.assertTrue(req["head"].startswith(b"POST /ten HTTP/1.1\r\n"), req["head"])
+        self.assertNotIn(b"Transfer-Encoding", req["head"])
+        # HTTP/1.0 with Connection: keep-alive: the connection stays open for a second request.
+        with socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5) as c:
+            for i in range(2):
+                c.sendall(b"GET /ka%d HTTP/1.0\r\nHost: svc.local\r\nx-beta: yes\r\nConnection: keep-alive\r\n\r\n" % i)
+                status, hs, body, _ = read_response(c)
+                self.assertEqual(status, 200)
+        # Absolute-form with a different Host: Host is rebuilt from the target (RFC 9112 §3.2.2).
+        out = raw_exchange(m.port("egress"), b"GET http://svc.local/abs2 HTTP/1.1\r\nHost: evil.example\r\n"
+                                            b"x-beta: yes\r\nConnection: close\r\n\r\n")
+        self.assertIn(b"200", out.split(b"\r\n")[0])
+        req = [r for r in self.v2.requests if r["path"] == "/abs2"][0]
+        self.assertIn(b"\r\nHost: svc.local\r\n", req["head"])
+        self.assertNotIn(b"evil.example", req["head"])
+
+    def test_stalled_body_and_connection_cap(self):
+        m = self.start(extra_args=["--set", "downstream_idle_timeout=400ms", "--set", "max_connections_per_listener=2"],
+                       workers=1)
+        with socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5) as c:
+            c.sendall(b"POST /slow HTTP/1.1\r\nHost: svc.local\r\nx-beta: yes\r\nContent-Length: 100\r\n\r\nabc")
+            status, hs, body, _ = read_response(c)
+            self.assertEqual(status, 408)  # the body stalled
+        # Two connections are the cap; a third is not accepted until one closes.
+        a = socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5)
+        b = socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5)
+        a.sendall(b"GET /1 HTTP/1.1\r\nHost: svc.local\r\nx-beta: yes\r\n\r\n")
+        b.sendall(b"GET /2 HTTP/1.1\r\nHost: svc.local\r\nx-beta: yes\r\n\r\n")
+        self.assertEqual(read_response(a)[0], 200)
+        self.assertEqual(read_response(b)[0], 200)
+        c = socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5)
+        c.sendall(b"GET /3 HTTP/1.1\r\nHost: svc.local\r\nx-beta: yes\r\n\r\n")
+        c.settimeout(0.3)
+        with self.assertRaises(socket.timeout):
+            c.recv(100)  # queued in the kernel, not served
+        a.close()
+        b.close()
+        c.settimeout(5)
+        self.assertEqual(read_response(c)[0], 200)  # the idle ones closed, the third is served
+        c.close()
 
     def test_header_limits_and_http_1_2(self):
         m = self.start(extra_args=["--set", "max_request_headers_count=5"])

@@ -2,7 +2,7 @@
 
 #include <ares.h>
 #include <netinet/in.h>
-#include <sys/select.h>
+#include <poll.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -57,20 +57,30 @@ struct CaresResolver::Impl : std::enable_shared_from_this<CaresResolver::Impl> {
   }
 
   // c-ares owns its sockets; a short timer drives it while queries are pending
-  // (only the main thread resolves, a few names every few seconds).
+  // (only the main thread resolves, a few names every few seconds). poll(), not
+  // select(): with thousands of connections open, c-ares' descriptors are above
+  // FD_SETSIZE, which select() cannot take.
   void poll() {
-    fd_set readers, writers;
-    FD_ZERO(&readers);
-    FD_ZERO(&writers);
-    const int nfds = ares_fds(channel, &readers, &writers);
-    if (nfds > 0) {
-      timeval tv{0, 0};
-      if (::select(nfds, &readers, &writers, nullptr, &tv) < 0) {
-        FD_ZERO(&readers);
-        FD_ZERO(&writers);
+    ares_socket_t socks[ARES_GETSOCK_MAXNUM];
+    const int mask = ares_getsock(channel, socks, ARES_GETSOCK_MAXNUM);
+    pollfd fds[ARES_GETSOCK_MAXNUM];
+    int n = 0;
+    for (int i = 0; i < ARES_GETSOCK_MAXNUM; ++i) {
+      const bool r = ARES_GETSOCK_READABLE(mask, i), w = ARES_GETSOCK_WRITABLE(mask, i);
+      if (!r && !w) continue;
+      fds[n].fd = socks[i];
+      fds[n].events = static_cast<short>((r ? POLLIN : 0) | (w ? POLLOUT : 0));
+      fds[n].revents = 0;
+      ++n;
+    }
+    if (n > 0 && ::poll(fds, static_cast<nfds_t>(n), 0) > 0) {
+      for (int i = 0; i < n; ++i) {
+        const bool r = (fds[i].revents & (POLLIN | POLLERR | POLLHUP)) != 0;
+        const bool w = (fds[i].revents & POLLOUT) != 0;
+        if (r || w) ares_process_fd(channel, r ? fds[i].fd : ARES_SOCKET_BAD, w ? fds[i].fd : ARES_SOCKET_BAD);
       }
     }
-    ares_process(channel, &readers, &writers);
+    ares_process_fd(channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);  // timeouts
     if (pending > 0) {
       timer.expires_after(std::chrono::milliseconds(2));
       timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {

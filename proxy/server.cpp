@@ -1,5 +1,6 @@
 #include "proxy/server.hpp"
 
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <atomic>
@@ -71,6 +72,7 @@ class Server {
     });
     discovery_loop();
     readiness_deadline();
+    trim_loop();
     main_.run();
 
     admin_.stop();
@@ -248,6 +250,17 @@ class Server {
     auto timer = std::make_shared<asio::steady_timer>(main_, std::chrono::milliseconds(50));
     timer->async_wait([this, timer](const error_code& ec) {
       if (!ec) check_ready();
+    });
+  }
+
+  // Memory freed after a spike (thousands of connections) goes back to the OS: glibc
+  // keeps freed memory in its arenas otherwise, and RSS would stay at the peak.
+  void trim_loop() {
+    auto timer = std::make_shared<asio::steady_timer>(main_, std::chrono::seconds(5));
+    timer->async_wait([this, timer](const error_code& ec) {
+      if (ec) return;
+      malloc_trim(0);
+      trim_loop();
     });
   }
 

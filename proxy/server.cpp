@@ -5,7 +5,13 @@
 
 #include <atomic>
 #include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <functional>
+#include <future>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -70,6 +76,16 @@ class Server {
     signals.async_wait([this](const error_code& ec, int) {
       if (!ec) begin_drain();
     });
+    asio::signal_set hangup(main_, SIGHUP);
+    std::function<void()> on_hangup = [&] {
+      hangup.async_wait([&](const error_code& ec, int) {
+        if (ec) return;
+        reload("SIGHUP", false);
+        on_hangup();
+      });
+    };
+    on_hangup();
+    watch_mesh_file();
     discovery_loop();
     readiness_deadline();
     trim_loop();
@@ -84,34 +100,71 @@ class Server {
 
  private:
   // ---- start-up ----------------------------------------------------------------
-  int load() {
+  // A loaded and compiled mesh, or the errors (one per line, `meshd validate`'s format).
+  struct Candidate {
+    std::shared_ptr<const mesh::MeshConfig> config;
+    std::shared_ptr<const mesh::Snapshot> snap;
+    std::string sha256;
+    std::string errors;
+  };
+
+  Candidate try_load() const {
+    Candidate c;
     auto result = mesh::load_mesh_file(opts_.mesh_file);
+    c.sha256 = result.sha256;
     if (!result.ok()) {
-      std::cerr << result.diagnostics.format_all();
-      return kExitInvalid;
+      c.errors = result.diagnostics.format_all();
+      return c;
     }
-    config_ = std::make_shared<const mesh::MeshConfig>(std::move(*result.config));
-    sha256_ = result.sha256;
-    loaded_at_ = now_rfc3339();
-    if (!opts_.mesh_from_env.empty() && opts_.mesh_from_env != config_->mesh.name) {
-      std::cerr << "meshd: the environment names mesh '" << opts_.mesh_from_env << "' but " << opts_.mesh_file
-                << " is mesh '" << config_->mesh.name << "'\n";
-      return kExitInvalid;
+    auto config = std::make_shared<const mesh::MeshConfig>(std::move(*result.config));
+    if (!opts_.mesh_from_env.empty() && opts_.mesh_from_env != config->mesh.name) {
+      c.errors = "meshd: the environment names mesh '" + opts_.mesh_from_env + "' but " + opts_.mesh_file +
+                 " is mesh '" + config->mesh.name + "'\n";
+      return c;
     }
     mesh::Diagnostics diag;
-    snap_ = mesh::Snapshot::compile(config_, opts_.node, diag, opts_.mesh_file);
-    if (!snap_) {
-      std::cerr << diag.format_all();
+    auto snap = mesh::Snapshot::compile(config, opts_.node, diag, opts_.mesh_file);
+    if (!snap) {
+      c.errors = diag.format_all();
+      return c;
+    }
+    for (const auto& u : unsupported_features(*snap)) {
+      c.errors += opts_.mesh_file + ": " + u.path + ": not supported by this build: " + u.reason + "\n";
+    }
+    if (!c.errors.empty()) return c;
+    c.config = std::move(config);
+    c.snap = std::move(snap);
+    return c;
+  }
+
+  int load() {
+    Candidate c = try_load();
+    if (!c.errors.empty()) {
+      std::cerr << c.errors;
       return kExitInvalid;
     }
-    const auto missing = unsupported_features(*snap_);
-    if (!missing.empty()) {
-      for (const auto& u : missing) {
-        std::cerr << opts_.mesh_file << ": " << u.path << ": not supported by this build: " << u.reason << "\n";
-      }
-      return kExitInvalid;
+    config_ = c.config;
+    snap_ = c.snap;
+    sha256_ = c.sha256;
+    loaded_at_ = now_rfc3339();
+    config_version_ = 1;
+    publish_state();
+    if (int rc = apply_node_settings(); rc != kExitOk) return rc;
+    registry_.set_snapshot(snap_);
+    std::string error;
+    resolver_ = std::make_unique<net::CaresResolver>(main_, opts_.limits.dns_resolvers, error);
+    if (!error.empty()) {
+      std::cerr << "meshd: " << error << "\n";
+      return kExitRuntime;
     }
+    return kExitOk;
+  }
+
+  // The node's own settings: access log, connection-pool limit, rate limit. Shared by
+  // every worker; a reload replaces them for new requests.
+  int apply_node_settings() {
     const auto& node = snap_->node();
+    access_log_.reset();
     if (node.spec.logging && node.spec.logging->access_log) {
       std::string error;
       access_log_ = AccessLog::open(node.spec.logging->access_log->path, error);
@@ -120,8 +173,8 @@ class Server {
         return kExitRuntime;
       }
     }
-    registry_.set_snapshot(snap_);
-    // The node's own listener limits, shared by every worker (they survive new views).
+    app_limit_.reset();
+    rate_limit_.reset();
     if (const mesh::Listener* l = ingress_listener()) {
       if (l->connection_pool) {
         if (const auto* http = std::get_if<mesh::HttpPool>(&l->connection_pool->kind)) {
@@ -137,13 +190,101 @@ class Server {
                                                           : std::chrono::nanoseconds(std::chrono::minutes(1)));
       }
     }
-    std::string error;
-    resolver_ = std::make_unique<net::CaresResolver>(main_, opts_.limits.dns_resolvers, error);
-    if (!error.empty()) {
-      std::cerr << "meshd: " << error << "\n";
-      return kExitRuntime;
-    }
     return kExitOk;
+  }
+
+  // What the admin thread shows of the loaded configuration (it never touches the
+  // main thread's fields).
+  struct PublishedState {
+    std::string mesh;
+    std::int64_t version = 0;
+    std::string sha256, loaded_at, last_error, last_error_at;
+  };
+
+  void publish_state() {
+    auto st = std::make_shared<PublishedState>();
+    st->mesh = config_->mesh.name;
+    st->version = config_version_;
+    st->sha256 = sha256_;
+    st->loaded_at = loaded_at_;
+    st->last_error = last_error_;
+    st->last_error_at = last_error_at_;
+    state_.store(std::shared_ptr<const PublishedState>(std::move(st)));
+  }
+
+  // ---- reload (main thread) -------------------------------------------------------
+  struct ReloadResult {
+    bool ok = false;
+    bool changed = false;
+    std::string message;
+  };
+
+  ReloadResult reload(const char* why, bool only_if_changed) {
+    Candidate c = try_load();
+    if (only_if_changed && c.sha256 == sha256_) return {true, false, "unchanged"};
+    if (!c.errors.empty()) {
+      ++reloads_failure_;
+      last_error_ = c.errors;
+      last_error_at_ = now_rfc3339();
+      publish_state();
+      std::cerr << "meshd: reload (" << why << ") failed; keeping config_version " << config_version_ << ":\n"
+                << c.errors;
+      return {false, true, c.errors};
+    }
+    config_ = c.config;
+    snap_ = c.snap;
+    sha256_ = c.sha256;
+    loaded_at_ = now_rfc3339();
+    ++config_version_;
+    ++reloads_success_;
+    last_error_.clear();
+    last_error_at_.clear();
+    if (apply_node_settings() != kExitOk) access_log_.reset();  // the rest of the reload stands
+    registry_.set_snapshot(snap_);  // endpoints that remain keep their state
+    publish_view();
+    publish_state();
+    // New DNS names are resolved at once rather than at the next refresh.
+    registry_.refresh(*resolver_, [this] {
+      if (registry_.table() != view_.load()->endpoints) publish_view();
+    });
+    std::cout << "meshd: reloaded (" << why << "), config_version " << config_version_ << std::endl;
+    return {true, true, "reloaded: config_version " + std::to_string(config_version_) + "\n"};
+  }
+
+  // inotify on the mesh file's directory: a write, an atomic rename, and the
+  // `..data` symlink swap of a Kubernetes ConfigMap all show up there. Events are
+  // debounced, and a reload happens only when the file's sha256 changed.
+  void watch_mesh_file() {
+    const std::string path = opts_.mesh_file;
+    const auto slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+    const int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) {
+      std::cerr << "meshd: cannot watch " << dir << " (reload with SIGHUP or POST /reload)\n";
+      return;
+    }
+    if (inotify_add_watch(fd, dir.c_str(),
+                          IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB) < 0) {
+      ::close(fd);
+      std::cerr << "meshd: cannot watch " << dir << " (reload with SIGHUP or POST /reload)\n";
+      return;
+    }
+    watch_fd_ = std::make_unique<asio::posix::stream_descriptor>(main_, fd);
+    wait_for_events();
+  }
+
+  void wait_for_events() {
+    watch_fd_->async_wait(asio::posix::stream_descriptor::wait_read, [this](const error_code& ec) {
+      if (ec) return;
+      char buf[4096];
+      while (::read(watch_fd_->native_handle(), buf, sizeof buf) > 0) {
+      }
+      debounce_.expires_after(std::chrono::milliseconds(200));
+      debounce_.async_wait([this](const error_code& e) {
+        if (!e && !draining_) reload("file changed", true);
+      });
+      wait_for_events();
+    });
   }
 
   int bind() {
@@ -300,6 +441,16 @@ class Server {
   metrics::AdminResponse handle_admin(const std::string& method, const std::string& target, bool stats_only) {
     const std::string path = target.substr(0, target.find('?'));
     if (method == "POST" && !stats_only) {
+      if (path == "/reload") {
+        auto promise = std::make_shared<std::promise<ReloadResult>>();
+        auto future = promise->get_future();
+        asio::post(main_, [this, promise] { promise->set_value(reload("POST /reload", false)); });
+        if (future.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+          return {503, "text/plain; charset=utf-8", "the reload did not finish in time\n"};
+        }
+        const auto r = future.get();
+        return {r.ok ? 200 : 400, "text/plain; charset=utf-8", r.message};
+      }
       if (path == "/drain") {
         asio::post(main_, [this] { begin_drain(); });
         return {202, "text/plain; charset=utf-8", "draining\n"};
@@ -327,10 +478,18 @@ class Server {
     j.key("state").value(draining_ ? "DRAINING" : "LIVE");
     j.key("version").value(kVersion);
     j.key("node").value(opts_.node);
-    j.key("mesh").value(config_->mesh.name);
+    const auto st = state_.load();
+    j.key("mesh").value(st->mesh);
     j.key("uptime_seconds").value(static_cast<std::int64_t>(
         std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count()));
-    j.key("config_version").value(static_cast<std::int64_t>(1));
+    j.key("config_version").value(st->version);
+    j.key("loaded_at").value(st->loaded_at);
+    if (st->last_error.empty()) {
+      j.key("last_error").null();
+    } else {
+      j.key("last_error").value(st->last_error);
+      j.key("last_error_at").value(st->last_error_at);
+    }
     j.key("workers").value(static_cast<std::int64_t>(workers_.size()));
     j.key("listeners").begin_array();
     for (const auto& l : listeners_) {
@@ -376,10 +535,16 @@ class Server {
     const auto& snap = *view->snap;
     Json j;
     j.begin_object();
-    j.key("config_version").value(static_cast<std::int64_t>(1));
-    j.key("sha256").value(sha256_);
-    j.key("loaded_at").value(loaded_at_);
-    j.key("last_error").null();
+    const auto st = state_.load();
+    j.key("config_version").value(st->version);
+    j.key("sha256").value(st->sha256);
+    j.key("loaded_at").value(st->loaded_at);
+    if (st->last_error.empty()) {
+      j.key("last_error").null();
+    } else {
+      j.key("last_error").value(st->last_error);
+      j.key("last_error_at").value(st->last_error_at);
+    }
     j.key("mesh_file").value(opts_.mesh_file);
     j.key("effective").begin_object();
     j.key("mesh").value(snap.config().mesh.name);
@@ -468,7 +633,9 @@ class Server {
       }
       for (const auto& [node, o] : outliers) s.outliers.push_back({node, o.first, o.second});
       s.version = kVersion;
-      s.mesh = config_->mesh.name;
+      s.mesh = state_.load()->mesh;
+      s.config_reloads["success"] = reloads_success_.load();
+      s.config_reloads["failure"] = reloads_failure_.load();
       s.node = opts_.node;
       return s;
     });
@@ -480,7 +647,13 @@ class Server {
   asio::io_context main_{1};
   std::shared_ptr<const mesh::MeshConfig> config_;
   std::shared_ptr<const mesh::Snapshot> snap_;
-  std::string sha256_, loaded_at_;
+  std::string sha256_, loaded_at_, last_error_, last_error_at_;
+  std::int64_t config_version_ = 0;
+  std::atomic<std::uint64_t> reloads_success_{0};
+  std::atomic<std::uint64_t> reloads_failure_{0};
+  std::atomic<std::shared_ptr<const PublishedState>> state_;
+  std::unique_ptr<asio::posix::stream_descriptor> watch_fd_;
+  asio::steady_timer debounce_{main_};
   mesh::EndpointRegistry registry_;
   std::unique_ptr<net::CaresResolver> resolver_;
   net::ListenSockets egress_, ingress_;

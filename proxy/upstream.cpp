@@ -77,6 +77,12 @@ void UpstreamPool::sweep() {
   }
 }
 
+void UpstreamPool::retain(const std::unordered_set<const mesh::Endpoint*>& keep) {
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    it = keep.count(it->first) ? std::next(it) : idle_.erase(it);
+  }
+}
+
 std::size_t UpstreamPool::idle_count() const {
   std::size_t n = 0;
   for (const auto& [_, list] : idle_) n += list.size();

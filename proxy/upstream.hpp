@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "mesh/endpoints.hpp"
@@ -43,6 +44,9 @@ class UpstreamPool {
   // Closes idle connections past their timeout (called every second by the worker).
   void sweep();
   void clear() { idle_.clear(); }
+  // Closes idle connections to endpoints not in `keep` (gone after a reload or a new
+  // DNS answer).
+  void retain(const std::unordered_set<const mesh::Endpoint*>& keep);
   std::size_t idle_count() const;
 
  private:

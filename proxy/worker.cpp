@@ -1,6 +1,7 @@
 #include "proxy/worker.hpp"
 
 #include <boost/asio/post.hpp>
+#include <unordered_set>
 
 #include "proxy/downstream.hpp"
 
@@ -45,6 +46,14 @@ void Worker::set_view(std::shared_ptr<const RuntimeView> view) {
   asio::post(*ioc_, [this, view = std::move(view)]() mutable {
     if (view_ && view->snap != view_->snap) round_robin_.clear();
     view_ = std::move(view);
+    // Pooled connections to endpoints that are gone drain away now; requests in
+    // flight keep their own connection and view.
+    std::unordered_set<const mesh::Endpoint*> keep;
+    if (view_->app) keep.insert(view_->app.get());
+    for (const auto& c : *view_->endpoints) {
+      for (const auto& e : c->endpoints) keep.insert(e.get());
+    }
+    pool_.retain(keep);
   });
 }
 

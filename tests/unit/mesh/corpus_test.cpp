@@ -1,5 +1,5 @@
 // The App Mesh specs AWS's own examples use (tests/data/appmesh-examples/cli, MIT-0,
-// see INDEX.md there): each is wrapped in a mesh with stubs for what it refers to and
+// see INDEX.md there): each is wrapped in a mesh with minimal resources for what it refers to and
 // must load, unless it needs the AWS API (ACM, Cloud Map attributes, SDS), in which
 // case it must be rejected with exactly that reason and nothing else.
 #include <yaml-cpp/yaml.h>
@@ -75,12 +75,12 @@ std::string protocol_of(const std::string& route_key) {
   return "http";
 }
 
-std::string node_stub(const std::string& name, const std::string& protocol, int port) {
+std::string referenced_node(const std::string& name, const std::string& protocol, int port) {
   return "  - name: \"" + name + "\"\n    spec: {listeners: [{portMapping: {port: " + std::to_string(port) +
-         ", protocol: " + protocol + "}}], serviceDiscovery: {dns: {hostname: stub.local}}}\n";
+         ", protocol: " + protocol + "}}], serviceDiscovery: {dns: {hostname: referenced.local}}}\n";
 }
 
-// A mesh file holding the spec plus stubs for everything it references.
+// A mesh file holding the spec plus minimal resources for everything it references.
 std::string wrap(const std::string& kind, const std::string& name, const std::string& json, const YAML::Node& spec) {
   std::string out = "mesh: {name: corpus}\n";
   const std::string body = "    spec:\n" + indent(json, 6);
@@ -97,7 +97,7 @@ std::string wrap(const std::string& kind, const std::string& name, const std::st
     out += "virtualServices:\n  - name: \"" + name + "\"\n" + body;
     const auto provider = spec["provider"];
     if (provider && provider["virtualNode"]) {
-      out += "virtualNodes:\n" + node_stub(provider["virtualNode"]["virtualNodeName"].Scalar(), "http", 80);
+      out += "virtualNodes:\n" + referenced_node(provider["virtualNode"]["virtualNodeName"].Scalar(), "http", 80);
     } else if (provider && provider["virtualRouter"]) {
       out += "virtualRouters:\n  - {name: \"" + provider["virtualRouter"]["virtualRouterName"].Scalar() +
              "\", spec: {listeners: [{portMapping: {port: 80, protocol: http}}]}}\n";
@@ -121,7 +121,7 @@ std::string wrap(const std::string& kind, const std::string& name, const std::st
     std::set<std::string> seen;
     for (const auto& t : route["action"]["weightedTargets"]) {
       const auto target = t["virtualNode"].Scalar();
-      if (seen.insert(target).second) out += node_stub(target, protocol, t["port"] ? t["port"].as<int>() : 80);
+      if (seen.insert(target).second) out += referenced_node(target, protocol, t["port"] ? t["port"].as<int>() : 80);
     }
   } else if (kind == "GatewayRoute") {
     std::string key;

@@ -452,7 +452,15 @@ class Server {
         return {r.ok ? 200 : 400, "text/plain; charset=utf-8", r.message};
       }
       if (path == "/drain") {
-        asio::post(main_, [this] { begin_drain(); });
+        // Answer once the drain has started, so that /ready and /server_info say so
+        // to whoever asks next.
+        auto started = std::make_shared<std::promise<void>>();
+        auto future = started->get_future();
+        asio::post(main_, [this, started] {
+          begin_drain();
+          started->set_value();
+        });
+        future.wait_for(std::chrono::seconds(5));
         return {202, "text/plain; charset=utf-8", "draining\n"};
       }
       return {404, "text/plain; charset=utf-8", "no such admin endpoint\n"};

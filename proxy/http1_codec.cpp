@@ -96,22 +96,23 @@ bool Http1Parser::keep_alive() const { return llhttp_should_keep_alive(parser_) 
 Http1Parser::Step Http1Parser::parse(std::string_view input) {
   if (state_ == State::done) return {Event::error, 0};
   if (state_ == State::idle) {
-    std::vector<FieldView> fields;
-    const HeadVerdict v = kind_ == Kind::request ? check_request_head(input, limits_, &fields)
-                                                 : check_response_head(input, limits_, &fields);
-    if (v.status == HeadVerdict::Status::incomplete) return {Event::need_more, 0};
-    if (v.status != HeadVerdict::Status::ok) return fail(v.status, v.reason, 0);
+    const HeadVerdict v = kind_ == Kind::request ? check_request_head(input, limits_, &head_.fields)
+                                                 : check_response_head(input, limits_, &head_.fields);
+    if (v.status != HeadVerdict::Status::ok) {
+      head_.fields.clear();  // views into an input that will not stay
+      if (v.status == HeadVerdict::Status::incomplete) return {Event::need_more, 0};
+      return fail(v.status, v.reason, 0);
+    }
     // Copy the head (without the empty lines allowed before it) and point the
-    // fields into the copy.
+    // fields, parsed as views into the input, into the copy instead.
     std::size_t skip = 0;
     while (input.substr(skip, 2) == "\r\n") skip += 2;
     head_.raw.assign(input.data() + skip, v.head_size - skip);
     if (v.version_rewritten) head_.raw[v.version_offset - skip + 7] = '1';  // HTTP/1.x -> HTTP/1.1
     const char* base = input.data() + skip;
-    head_.fields.clear();
-    for (const auto& f : fields) {
-      head_.fields.push_back({std::string_view(head_.raw.data() + (f.name.data() - base), f.name.size()),
-                              std::string_view(head_.raw.data() + (f.value.data() - base), f.value.size())});
+    for (auto& f : head_.fields) {
+      f.name = std::string_view(head_.raw.data() + (f.name.data() - base), f.name.size());
+      f.value = std::string_view(head_.raw.data() + (f.value.data() - base), f.value.size());
     }
     const std::string_view raw = head_.raw;
     const std::string_view start_line = raw.substr(0, raw.find("\r\n"));

@@ -11,12 +11,14 @@
 #include <string_view>
 #include <vector>
 
+#include "mesh/request_view.hpp"
+
 namespace meshd::proxy {
 
-struct FieldView {
-  std::string_view name;  // as received
-  std::string_view value;  // without surrounding whitespace
-};
+// A header field as views (name as received, value without surrounding whitespace):
+// the same type routing matches on, so the data path hands the parsed fields to the
+// route matcher without copying them.
+using FieldView = mesh::HeaderField;
 
 struct HeadLimits {
   std::size_t max_bytes = 60 * 1024;  // max_request_headers_bytes

@@ -38,14 +38,43 @@ std::string_view reason_phrase(int status) {
   }
 }
 
-bool is_hop_by_hop(const MessageHead& head, std::string_view name) {
+namespace {
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+}  // namespace
+
+HopByHop::HopByHop(const MessageHead& head) : head_(head) {
+  for (const auto& f : head.fields) {
+    if (!iequals_ascii(f.name, "connection")) continue;
+    if (count_ == connection_.size()) {
+      overflow_ = true;
+      break;
+    }
+    connection_[count_++] = f.value;
+  }
+}
+
+bool HopByHop::operator()(std::string_view name) const {
   static constexpr std::string_view fixed[] = {"connection", "keep-alive", "proxy-connection", "te",
                                                "transfer-encoding", "upgrade", "http2-settings",
                                                "content-length"};
   for (auto f : fixed) {
     if (iequals_ascii(name, f)) return true;
   }
-  return head.has_token("connection", name);
+  if (overflow_) return head_.has_token("connection", name);
+  for (std::size_t i = 0; i < count_; ++i) {
+    std::string_view v = connection_[i];
+    while (!v.empty()) {
+      const auto comma = v.find(',');
+      if (iequals_ascii(trim_ows(v.substr(0, comma)), name)) return true;
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  return false;
 }
 
 void build_request_head(const MessageHead& in, const UpstreamRequest& r, std::string& out) {
@@ -54,9 +83,10 @@ void build_request_head(const MessageHead& in, const UpstreamRequest& r, std::st
   out += ' ';
   out += r.path_and_query;
   out += " HTTP/1.1\r\n";
+  const HopByHop hop_by_hop(in);
   bool host_done = false, xff_done = false, proto_done = false, id_seen = false;
   for (const auto& f : in.fields) {
-    if (is_hop_by_hop(in, f.name) || iequals_ascii(f.name, "expect")) continue;
+    if (hop_by_hop(f.name) || iequals_ascii(f.name, "expect")) continue;
     out += f.name;
     out += ": ";
     if (iequals_ascii(f.name, "host")) {
@@ -111,8 +141,9 @@ void build_response_head(const MessageHead& in, const DownstreamResponse& r, std
   out += ' ';
   out += in.reason.empty() ? reason_phrase(in.status) : in.reason;
   out += "\r\n";
+  const HopByHop hop_by_hop(in);
   for (const auto& f : in.fields) {
-    if (is_hop_by_hop(in, f.name)) continue;
+    if (hop_by_hop(f.name)) continue;
     out += f.name;
     out += ": ";
     out += f.value;

@@ -3,6 +3,7 @@
 // fields it names, Keep-Alive, Proxy-Connection, TE, Transfer-Encoding, Upgrade,
 // HTTP2-Settings, and Content-Length, which is set again from the framing), names
 // spelled as received, and body framing chosen for the next hop.
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -14,8 +15,19 @@ namespace meshd::proxy {
 
 std::string_view reason_phrase(int status);
 
-// Whether a field is hop-by-hop for this message (the fixed list, or named in Connection).
-bool is_hop_by_hop(const MessageHead& head, std::string_view name);
+// The hop-by-hop fields of one message: the fixed list, and the fields its Connection
+// headers name. The Connection values are found once per message, not once per field.
+class HopByHop {
+ public:
+  explicit HopByHop(const MessageHead& head);
+  bool operator()(std::string_view name) const;
+
+ private:
+  const MessageHead& head_;
+  std::array<std::string_view, 4> connection_{};
+  std::size_t count_ = 0;
+  bool overflow_ = false;  // more Connection fields than kept: ask the head
+};
 
 struct UpstreamRequest {
   std::string_view path_and_query;  // origin-form, path normalized

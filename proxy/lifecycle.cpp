@@ -119,9 +119,9 @@ awaitable<bool> RequestLifecycle::route() {
   }
   if (target == "*") target = "/";
   const auto q = target.find('?');
-  const std::string path = mesh::normalize_path(target.substr(0, q));
+  path_ = mesh::normalize_path(target.substr(0, q));
+  const std::size_t path_size = path_.size();
   const std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
-  path_ = path;
   if (q != std::string_view::npos) {
     path_ += '?';
     path_ += query;
@@ -148,14 +148,11 @@ awaitable<bool> RequestLifecycle::route() {
                                                               : "invalid authority", true);
     co_return false;
   }
-  std::vector<mesh::HeaderField> fields;
-  fields.reserve(head_.fields.size());
-  for (const auto& f : head_.fields) fields.push_back({f.name, f.value});
   mesh::RequestView req;
   req.method = head_.method;
-  req.path = path;
+  req.path = std::string_view(path_).substr(0, path_size);
   req.query = query;
-  req.headers = fields;
+  req.headers = head_.fields;  // the parsed fields, not a copy
   const auto d = snap.route(parsed->host, parsed->port, req);
   using Outcome = mesh::RouteDecision::Outcome;
   if (d.service != nullptr) target_.service = d.service;

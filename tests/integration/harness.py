@@ -39,6 +39,7 @@ class Upstream:
         self.name = name
         self.requests = []  # dicts: head (bytes), method, path, headers [(n, v)], body_len
         self.connections = 0
+        self.closed = 0  # connections that have ended (either side closed)
         self.lock = threading.Lock()
         self.counters = {}
         self.health_status = 200  # what /health answers
@@ -49,7 +50,11 @@ class Upstream:
             def handle(self):
                 with upstream.lock:
                     upstream.connections += 1
-                upstream.serve(self.request)
+                try:
+                    upstream.serve(self.request)
+                finally:
+                    with upstream.lock:
+                        upstream.closed += 1
 
         class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
             daemon_threads = True
@@ -315,6 +320,15 @@ class Meshd:
             if all(f'{k}="{v}"' in line for k, v in labels.items()):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+    def stop_and_check(self, test):
+        """Stops meshd and has `test` require a clean drain (exit 0) and no sanitizer
+        report on its stderr (leaks included)."""
+        code = self.stop()
+        err = self.stderr()
+        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer"):
+            test.assertNotIn(marker, err, err)
+        test.assertEqual(code, 0, err)
 
     def stop(self, timeout=10):
         if self.proc.poll() is None:

@@ -55,11 +55,7 @@ class Base(unittest.TestCase):
 
     def tearDown(self):
         for m in self.meshes:
-            code = m.stop()
-            err = m.stderr()
-            for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
-                self.assertNotIn(marker, err, err)
-            self.assertEqual(code, 0, err)
+            m.stop_and_check(self)
         self.a.close()
         self.b.close()
 

@@ -57,9 +57,8 @@ class SlowClients(unittest.TestCase):
             time.sleep(3)
             self.assertLessEqual(m.open_fds(), baseline + 1)
         finally:
-            code = m.stop()
             up.close()
-        self.assertEqual(code, 0, m.stderr())
+            m.stop_and_check(self)
 
     def test_slowloris_headers(self):
         self.run_attack(["-H"])

@@ -133,3 +133,29 @@ TEST_CASE("SERVFAIL keeps the last answer, NXDOMAIN drops it, state survives") {
   registry.refresh(dns, [] {});
   CHECK(cluster(registry, *snap, "all").endpoints.empty());
 }
+
+TEST_CASE("a new snapshot (a reload) keeps the endpoints that remain, with their state") {
+  auto snap = snapshot();
+  mesh::EndpointRegistry registry;
+  registry.set_snapshot(snap);
+  FakeResolver dns;
+  dns.answers["lb.test"] = ok({"10.1.0.1"});
+  dns.answers["all.ns"] = ok({"10.2.0.1"});
+  registry.refresh(dns, [] {});
+  auto fixed = cluster(registry, *snap, "fixed").endpoints.at(0);
+  auto all = cluster(registry, *snap, "all").endpoints.at(0);
+  fixed->healthy = false;
+  fixed->ejected = true;
+  fixed->consecutive_5xx = 4;
+  auto reloaded = snapshot();  // the same file compiled again: new snapshot objects
+  REQUIRE(reloaded != snap);
+  registry.set_snapshot(reloaded);
+  const auto& fixed_after = cluster(registry, *reloaded, "fixed").endpoints.at(0);
+  CHECK(fixed_after.get() == fixed.get());  // the same endpoint, not a copy
+  CHECK_FALSE(fixed_after->healthy);
+  CHECK(fixed_after->ejected);
+  CHECK(fixed_after->consecutive_5xx == 4);
+  // DNS answers of nodes that remain are kept until the next resolution.
+  CHECK(cluster(registry, *reloaded, "all").endpoints.at(0).get() == all.get());
+  CHECK(registry.all_answered());
+}

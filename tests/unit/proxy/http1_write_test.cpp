@@ -47,6 +47,21 @@ TEST_CASE("the upstream request head drops hop-by-hop fields and sets forwarding
   CHECK(with_length.find("Transfer-Encoding") == std::string::npos);
 }
 
+TEST_CASE("every Connection header's named fields are dropped, case-insensitively") {
+  Http1Parser p(Http1Parser::Kind::request, {});
+  const auto head = parse_head(p,
+                               "GET / HTTP/1.1\r\nHost: a\r\nConnection: X-One\r\nX-One: 1\r\n"
+                               "connection: x-two , close\r\nX-TWO: 2\r\nX-Three: 3\r\n\r\n");
+  std::string out;
+  UpstreamRequest r;
+  r.path_and_query = "/";
+  r.host = "a";
+  build_request_head(head, r, out);
+  CHECK(out.find("X-One") == std::string::npos);
+  CHECK(out.find("X-TWO") == std::string::npos);
+  CHECK(out.find("X-Three: 3\r\n") != std::string::npos);
+}
+
 TEST_CASE("the downstream response head re-frames the body") {
   Http1Parser p(Http1Parser::Kind::response, {});
   const auto head = parse_head(p, "HTTP/1.1 201 Made\r\nContent-Length: 3\r\nConnection: close\r\nX-A: b\r\n\r\n");

@@ -45,8 +45,9 @@ class UpstreamPool {
   void sweep();
   void clear() { idle_.clear(); }
   // Closes idle connections to endpoints not in `keep` (gone after a reload or a new
-  // DNS answer).
-  void retain(const std::unordered_set<const mesh::Endpoint*>& keep);
+  // DNS answer); a connection to one of those that comes back from a request still in
+  // flight is closed instead of pooled.
+  void retain(std::unordered_set<const mesh::Endpoint*> keep);
   std::size_t idle_count() const;
 
  private:
@@ -56,6 +57,11 @@ class UpstreamPool {
   };
   asio::any_io_executor ex_;
   std::unordered_map<const mesh::Endpoint*, std::vector<Idle>> idle_;
+  // The endpoints of the worker's current view, once it has one. An in-flight
+  // connection keeps its endpoint alive, so an address here cannot be reused by a
+  // different endpoint while that connection exists.
+  std::unordered_set<const mesh::Endpoint*> live_;
+  bool live_known_ = false;
 };
 
 }  // namespace meshd::proxy

@@ -53,7 +53,7 @@ void Worker::set_view(std::shared_ptr<const RuntimeView> view) {
     for (const auto& c : *view_->endpoints) {
       for (const auto& e : c->endpoints) keep.insert(e.get());
     }
-    pool_.retain(keep);
+    pool_.retain(std::move(keep));
   });
 }
 

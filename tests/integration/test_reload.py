@@ -161,6 +161,35 @@ class Reload(unittest.TestCase):
         self.assertGreater(load.count, 100)
         self.assertGreaterEqual(self.m.metric("meshd_config_reloads_total", result="success"), 6)
 
+    def test_connection_in_use_to_a_removed_endpoint_is_not_pooled(self):
+        # A request is in flight to an endpoint when a reload removes it: its
+        # connection finishes the exchange and then closes instead of going back to
+        # the pool (where nothing would use it until the idle timeout).
+        third = Upstream("v2b")
+        try:
+            self.write(mesh(self.v1.port, self.v2.port, 0, 100, v2_endpoints=[third.port]))
+            self.assertTrue(self.wait_for(lambda: http_request(
+                "127.0.0.1", self.m.port("egress"), "GET", "/", headers={"Host": "svc.local"})[0] == 200
+                and third.requests))
+            result = {}
+            slow = threading.Thread(target=lambda: result.update(r=http_request(
+                "127.0.0.1", self.m.port("egress"), "GET", "/sleep/800", headers={"Host": "svc.local"})))
+            slow.start()
+            self.assertTrue(self.wait_for(lambda: any(r["path"] == "/sleep/800" for r in third.requests)))
+            self.write(mesh(self.v1.port, self.v2.port, 0, 100))
+            # The reload has reached the workers once new requests go to v2, while the
+            # slow one is still running.
+            self.assertTrue(self.wait_for(lambda: http_request(
+                "127.0.0.1", self.m.port("egress"), "GET", "/", headers={"Host": "svc.local"})[0] == 200
+                and self.v2.requests, 0.7))
+            self.assertTrue(slow.is_alive())
+            slow.join(5)
+            self.assertEqual(result["r"][0], 200)
+            self.assertTrue(self.wait_for(lambda: third.connections > 0 and third.closed == third.connections),
+                            (third.connections, third.closed))
+        finally:
+            third.close()
+
     def test_invalid_file_changes_nothing(self):
         load = Load(self.m.port("egress"))
         before = json.loads(self.m.admin("/config_dump")[2])

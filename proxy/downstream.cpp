@@ -1,5 +1,7 @@
 #include "proxy/downstream.hpp"
 
+#include <span>
+
 #include "proxy/http1_write.hpp"
 #include "proxy/lifecycle.hpp"
 #include "proxy/worker.hpp"
@@ -141,6 +143,20 @@ awaitable<bool> DownstreamConnection::write2(std::string_view a, std::string_vie
   auto [ec, n] = co_await asio::async_write(socket_, buffers, use_tuple);
   watchdog_.disarm();
   bytes_sent += n;
+  if (ec) keep_alive_ = false;
+  co_return !ec;
+}
+
+awaitable<bool> DownstreamConnection::write_gather(std::array<std::string_view, 4> pieces) {
+  std::array<asio::const_buffer, 4> buffers;
+  std::size_t n = 0;
+  for (const auto piece : pieces) {
+    if (!piece.empty()) buffers[n++] = asio::buffer(piece.data(), piece.size());
+  }
+  watchdog_.arm(socket_, worker_.limits().downstream_idle_timeout);
+  auto [ec, sent] = co_await asio::async_write(socket_, std::span(buffers.data(), n), use_tuple);
+  watchdog_.disarm();
+  bytes_sent += sent;
   if (ec) keep_alive_ = false;
   co_return !ec;
 }

@@ -2,6 +2,7 @@
 // One accepted connection: reads requests (pipelined ones are answered in order, one
 // at a time), enforces the header deadline and the idle timeout, hands each request
 // to a RequestLifecycle, and answers what meshd answers itself.
+#include <array>
 #include <list>
 #include <string>
 #include <string_view>
@@ -30,6 +31,8 @@ class DownstreamConnection {
   awaitable<BodyPiece> read_body(std::chrono::milliseconds idle);
   awaitable<bool> write(std::string_view bytes);
   awaitable<bool> write2(std::string_view a, std::string_view b);
+  // Up to four pieces in one gathered send (empty ones are skipped).
+  awaitable<bool> write_gather(std::array<std::string_view, 4> pieces);
   // Writes meshd's own answer (SPEC §3 table) and, for errors, marks the connection to close.
   awaitable<void> reply(LocalReply r, std::string_view detail, bool close = false, std::uint32_t retry_after = 0);
 

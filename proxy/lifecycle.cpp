@@ -433,33 +433,41 @@ awaitable<bool> RequestLifecycle::stream_response(UpstreamConnection& up) {
   scratch_.clear();
   build_response_head(rh, out, scratch_);
   conn_.status_sent = rh.status;
-  if (!co_await conn_.write(scratch_)) co_return false;
+  // The head waits to go out with the first piece of the body (or the end of the
+  // message), so that a small response is one send; it is flushed on its own only
+  // before waiting for more of the upstream's bytes.
+  bool head_pending = true;
   const bool chunked = out.framing == DownstreamResponse::Framing::chunked;
   const auto idle = target_.timeouts.idle.count() > 0 ? target_.timeouts.idle : std::chrono::milliseconds(300000);
+  std::string chunk_size;
   while (true) {
     auto step = up.parser.parse(up.buffer.view());
+    const std::string_view head = head_pending ? std::string_view(scratch_) : std::string_view();
     if (step.event == Http1Parser::Event::body) {
       const auto piece = up.parser.body();
       bool ok;
       if (chunked) {
-        const std::string ch = chunk_header(piece.size());
-        std::string framed;
-        framed.reserve(ch.size() + piece.size() + 2);
-        framed += ch;
-        framed += piece;
-        framed += "\r\n";
-        ok = co_await conn_.write(framed);
+        chunk_size = chunk_header(piece.size());
+        ok = co_await conn_.write_gather({head, chunk_size, piece, "\r\n"});
       } else {
-        ok = co_await conn_.write(piece);
+        ok = co_await conn_.write_gather({head, piece, {}, {}});
       }
+      head_pending = false;
       up.buffer.consume(step.consumed);
       if (!ok) co_return false;
       continue;
     }
     if (step.event == Http1Parser::Event::message_complete) {
       up.buffer.consume(step.consumed);
-      if (chunked && !co_await conn_.write(kLastChunk)) co_return false;
+      if ((head_pending || chunked) &&
+          !co_await conn_.write_gather({head, chunked ? kLastChunk : std::string_view(), {}, {}})) {
+        co_return false;
+      }
       co_return true;
+    }
+    if (head_pending && step.event != Http1Parser::Event::error) {
+      if (!co_await conn_.write(scratch_)) co_return false;
+      head_pending = false;
     }
     if (step.event == Http1Parser::Event::error) co_return false;
     up.buffer.consume(step.consumed);

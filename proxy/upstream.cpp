@@ -36,7 +36,8 @@ awaitable<std::unique_ptr<UpstreamConnection>> UpstreamPool::acquire(std::shared
     while (!list.empty()) {
       Idle idle = std::move(list.back());
       list.pop_back();
-      if (Clock::now() < idle.expires && still_good(idle.conn->socket)) {
+      const auto now = Clock::now();
+      if (now < idle.expires && (now - idle.released < kPeekAfter || still_good(idle.conn->socket))) {
         idle.conn->reused = true;
         co_return std::move(idle.conn);
       }
@@ -66,7 +67,8 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> c, std::chrono::m
   auto& list = idle_[c->endpoint.get()];
   if (list.size() >= max_idle) return;
   c->buffer.release_if_empty();  // an idle connection keeps no buffer
-  list.push_back({std::move(c), Clock::now() + idle_timeout});
+  const auto now = Clock::now();
+  list.push_back({std::move(c), now, now + idle_timeout});
 }
 
 void UpstreamPool::sweep() {

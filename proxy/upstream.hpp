@@ -2,7 +2,11 @@
 // Upstream connections and the per-worker pool (DESIGN: pools are per worker, keyed
 // by endpoint). A pooled connection idle longer than its idle timeout is closed, and
 // one whose peer closed (or sent anything) while idle is never used: checked with a
-// non-blocking peek when it is taken.
+// non-blocking peek when it is taken after more than kPeekAfter idle. A connection
+// given back moments ago is taken without the peek (one syscall per request saved
+// under load): only a server that closes idle connections sooner than that could
+// race it, and the "503 UC" retry on a fresh connection covers that race anyway
+// (docs/life_of_a_request.md).
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -31,6 +35,7 @@ struct UpstreamConnection {
 
 class UpstreamPool {
  public:
+  static constexpr std::chrono::milliseconds kPeekAfter{200};
   explicit UpstreamPool(asio::any_io_executor ex) : ex_(ex) {}
   // A pooled connection to `ep` that is still good, or a new one (connect timeout).
   awaitable<std::unique_ptr<UpstreamConnection>> acquire(std::shared_ptr<mesh::Endpoint> ep,
@@ -53,6 +58,7 @@ class UpstreamPool {
  private:
   struct Idle {
     std::unique_ptr<UpstreamConnection> conn;
+    Clock::time_point released;
     Clock::time_point expires;
   };
   asio::any_io_executor ex_;

@@ -29,6 +29,7 @@ class Upstream:
     /chunked/N            N bytes, chunked
     /until-close/N        N bytes, no length, then close
     /sleep/MS             answer after MS milliseconds
+    /idle-close/MS        answer, then close the connection after MS ms without a request
     /slow-body            headers and 10 of 100 bytes, then 5 s of silence
     /health               `health_status` (200 unless a test changes it)
     (`force_status` set: every path but /health answers it)
@@ -195,6 +196,10 @@ class Upstream:
             n = int(parts[2])
             sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"u" * n)
             return False
+        if path.startswith("/idle-close/"):
+            # A server keep-alive timeout: the connection closes after MS ms idle.
+            sock.settimeout(int(parts[2]) / 1000)
+            return send(200, f"{self.name} idle-close\n".encode())
         if path.startswith("/sleep/"):
             time.sleep(int(parts[2]) / 1000)
             return send(200, f"{self.name} slept\n".encode())

@@ -474,6 +474,23 @@ class Resilience(Base):
         s, _, _ = self.egress(m, "/after", headers={"x-beta": "yes"})
         self.assertEqual(s, 200)
 
+    def test_pooled_connection_closed_by_upstream_idle_timeout_is_not_used(self):
+        # The upstream closes keep-alive connections after 300 ms idle. A POST 600 ms
+        # later must go straight to a fresh connection: the pool checks a connection
+        # idle that long before using it (writing to the closed one would need a
+        # retry of the route's policy, counted in meshd_upstream_retries_total).
+        m = self.start()
+        s, _, body = self.egress(m, "/idle-close/300", headers={"x-beta": "yes"}, method="POST", body=b"one")
+        self.assertEqual(s, 200, body)
+        time.sleep(0.6)
+        retries = m.metric("meshd_upstream_retries_total")
+        before = self.v2.connections
+        s, _, body = self.egress(m, "/after", headers={"x-beta": "yes"}, method="POST", body=b"two")
+        self.assertEqual(s, 200, body)
+        self.assertEqual(self.v2.connections, before + 1)
+        self.assertEqual(self.v2.requests[-1]["path"], "/after")
+        self.assertEqual(m.metric("meshd_upstream_retries_total"), retries)
+
 
 class Discovery(Base):
     def mesh(self, dns_name, response_type="ENDPOINTS"):

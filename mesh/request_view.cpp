@@ -17,7 +17,33 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-std::string normalize_path(std::string_view path) {
+namespace {
+
+// Whether `path` is already what normalization produces: it starts with '/', has no
+// empty segment ("//") and no "." or ".." segment. Most request paths are, and are
+// then copied without splitting them into segments.
+bool already_normal(std::string_view path) {
+  if (path.empty() || path.front() != '/') return false;
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    if (path[i] != '/' || i + 1 == path.size()) continue;
+    const char next = path[i + 1];
+    if (next == '/') return false;
+    if (next == '.') {
+      const std::size_t end = path.find('/', i + 1);
+      const auto seg = path.substr(i + 1, end == std::string_view::npos ? std::string_view::npos : end - i - 1);
+      if (seg == "." || seg == "..") return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+void normalize_path(std::string_view path, std::string& out) {
+  if (already_normal(path)) {
+    out.append(path);
+    return;
+  }
   // RFC 3986 §5.2.4 dot-segment removal over segments; empty segments (repeated
   // slashes) are merged away. A path ending in '/', '.' or '..' keeps a trailing '/'.
   std::vector<std::string_view> segments;
@@ -39,13 +65,18 @@ std::string normalize_path(std::string_view path) {
     i = j + 1;
   }
   if (!path.empty() && path.back() == '/') trailing_slash = true;
+  const std::size_t start = out.size();
+  for (auto seg : segments) {
+    out += '/';
+    out += seg;
+  }
+  if (out.size() == start || trailing_slash) out += '/';
+}
+
+std::string normalize_path(std::string_view path) {
   std::string result;
   result.reserve(path.size() + 1);
-  for (auto seg : segments) {
-    result += '/';
-    result += seg;
-  }
-  if (result.empty() || trailing_slash) result += '/';
+  normalize_path(path, result);
   return result;
 }
 

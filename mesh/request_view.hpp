@@ -26,6 +26,8 @@ struct RequestView {
 // Removes dot-segments and merges repeated slashes; percent-escapes (including %2F)
 // are kept as they are. The result always starts with '/'.
 std::string normalize_path(std::string_view path);
+// The same, appended to `out` (no allocation when `out` has room).
+void normalize_path(std::string_view path, std::string& out);
 
 struct Authority {
   std::string host;  // lower-cased, without a trailing dot, IPv6 without brackets

@@ -119,7 +119,8 @@ awaitable<bool> RequestLifecycle::route() {
   }
   if (target == "*") target = "/";
   const auto q = target.find('?');
-  path_ = mesh::normalize_path(target.substr(0, q));
+  path_.reserve(target.size() + 1);
+  mesh::normalize_path(target.substr(0, q), path_);
   const std::size_t path_size = path_.size();
   const std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
   if (q != std::string_view::npos) {

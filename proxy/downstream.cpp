@@ -21,17 +21,22 @@ LocalReply reply_for(HeadVerdict::Status s) {
 }
 }  // namespace
 
-DownstreamConnection::DownstreamConnection(Worker& worker, tcp::socket socket, metrics::Direction direction)
+DownstreamConnection::DownstreamConnection(Worker& worker, tcp::socket socket, metrics::Direction direction,
+                                           std::string peer, std::optional<Clock::time_point> idle_since)
     : worker_(worker),
       socket_(std::move(socket)),
       watchdog_(socket_.get_executor()),
       direction_(direction),
       parser_(Http1Parser::Kind::request,
-              HeadLimits{worker.limits().max_request_headers_bytes, worker.limits().max_request_headers_count}) {
-  error_code ec;
-  auto remote = socket_.remote_endpoint(ec);
-  if (!ec) peer_ = remote.address().to_string();
-  socket_.set_option(tcp::no_delay(true), ec);
+              HeadLimits{worker.limits().max_request_headers_bytes, worker.limits().max_request_headers_count}),
+      peer_(std::move(peer)),
+      idle_since_(idle_since) {
+  if (!idle_since_) {  // new: not back from parking
+    error_code ec;
+    auto remote = socket_.remote_endpoint(ec);
+    if (!ec) peer_ = remote.address().to_string();
+    socket_.set_option(tcp::no_delay(true), ec);
+  }
   tracked_ = worker_.track(this);
 }
 
@@ -45,27 +50,34 @@ void DownstreamConnection::close_if_idle() {
   }
 }
 
-awaitable<bool> DownstreamConnection::read_head() {
+awaitable<DownstreamConnection::HeadResult> DownstreamConnection::read_head() {
   const auto& limits = worker_.limits();
   std::optional<Clock::time_point> deadline;
+  // While idle: the idle timeout, and when the connection parks (whichever is first).
+  Clock::time_point idle_deadline = Clock::time_point::max();
+  std::optional<Clock::time_point> park_at;  // kParkAfter from when this wait began
   while (true) {
     const auto step = parser_.parse(buffer_.view());
     if (step.event == Http1Parser::Event::head) {
       buffer_.consume(step.consumed);
       watchdog_.disarm();
-      co_return true;
+      co_return HeadResult::head;
     }
     if (step.event == Http1Parser::Event::error) {
       watchdog_.disarm();
       co_await reply(reply_for(parser_.error_status()), parser_.error_reason(), true);
-      co_return false;
+      co_return HeadResult::closed;
     }
     // need_more
     if (buffer_.empty()) {
       idle_ = true;
-      if (worker_.draining()) co_return false;  // an idle connection closes at once when draining
-      buffer_.release_if_empty();                   // an idle connection keeps no buffer
-      watchdog_.arm(socket_, limits.downstream_idle_timeout);
+      if (worker_.draining()) co_return HeadResult::closed;  // an idle connection closes at once when draining
+      buffer_.release_if_empty();                              // an idle connection keeps no buffer
+      const auto now = Clock::now();
+      if (!idle_since_) idle_since_ = now;  // kept across parking
+      if (!park_at) park_at = now + kParkAfter;
+      if (limits.downstream_idle_timeout.count() > 0) idle_deadline = *idle_since_ + limits.downstream_idle_timeout;
+      watchdog_.arm_at(socket_, std::min(idle_deadline, *park_at));
     } else {
       idle_ = false;
       // From the request's first byte; activity does not extend it (slowloris).
@@ -78,7 +90,12 @@ awaitable<bool> DownstreamConnection::read_head() {
       // Idle: wait for bytes without holding a buffer (an idle keep-alive connection
       // costs no read buffer).
       auto [wec] = co_await socket_.async_wait(tcp::socket::wait_read, use_tuple);
-      if (wec) co_return false;
+      if (wec) {
+        // Woken by the watchdog before the idle timeout: time to park.
+        const bool park = watchdog_.fired() && Clock::now() < idle_deadline && !worker_.draining() &&
+                          socket_.is_open();
+        co_return park ? HeadResult::park : HeadResult::closed;
+      }
     }
     const std::size_t old = buffer_.size();
     char* space = buffer_.prepare(kReadChunk);
@@ -88,7 +105,7 @@ awaitable<bool> DownstreamConnection::read_head() {
       if (watchdog_.fired() && old > 0) {
         co_await reply(LocalReply::request_timeout, "the request headers did not complete in time", true);
       }
-      co_return false;  // EOF, reset, idle timeout or a drain
+      co_return HeadResult::closed;  // EOF, reset, idle timeout or a drain
     }
     if (worker_.draining() && old == 0) idle_ = false;
   }
@@ -194,10 +211,16 @@ awaitable<void> DownstreamConnection::drain_request_body() {
   keep_alive_ = false;
 }
 
-awaitable<void> DownstreamConnection::run() {
+awaitable<DownstreamConnection::Outcome> DownstreamConnection::run() {
   while (socket_.is_open()) {
-    if (!co_await read_head()) break;
+    const auto got = co_await read_head();
+    if (got == HeadResult::park) {
+      watchdog_.disarm();
+      co_return Outcome::park;
+    }
+    if (got != HeadResult::head) break;
     idle_ = false;
+    idle_since_.reset();
     body_done_ = false;
     status_sent = 0;
     bytes_sent = 0;
@@ -220,6 +243,7 @@ awaitable<void> DownstreamConnection::run() {
   error_code ec;
   socket_.shutdown(tcp::socket::shutdown_send, ec);
   socket_.close(ec);
+  co_return Outcome::closed;
 }
 
 }  // namespace meshd::proxy

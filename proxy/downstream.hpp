@@ -4,6 +4,7 @@
 // to a RequestLifecycle, and answers what meshd answers itself.
 #include <array>
 #include <list>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -19,9 +20,24 @@ class Worker;
 
 class DownstreamConnection {
  public:
-  DownstreamConnection(Worker& worker, tcp::socket socket, metrics::Direction direction);
+  // A keep-alive connection idle this long is parked by its worker: its coroutines
+  // end and only the socket and a few bytes stay (Worker::park), so that thousands of
+  // idle connections cost little memory. It comes back when the client sends again.
+  static constexpr std::chrono::milliseconds kParkAfter{250};
+
+  // `peer` is empty for a new connection (it is looked up); a connection coming back
+  // from parking brings it, with the time it became idle.
+  DownstreamConnection(Worker& worker, tcp::socket socket, metrics::Direction direction, std::string peer = {},
+                       std::optional<Clock::time_point> idle_since = std::nullopt);
   ~DownstreamConnection();
-  awaitable<void> run();
+  enum class Outcome { closed, park };
+  // Serves requests until the connection closes (its socket closed) or has been idle
+  // kParkAfter (its socket left open, for take_socket()).
+  awaitable<Outcome> run();
+  tcp::socket take_socket() { return std::move(socket_); }
+  std::string take_peer() { return std::move(peer_); }
+  // When the connection became idle (set when run() returns park).
+  Clock::time_point idle_since() const { return idle_since_.value_or(Clock::now()); }
 
   // For the request lifecycle.
   struct BodyPiece {
@@ -50,7 +66,8 @@ class DownstreamConnection {
   std::uint64_t bytes_sent = 0;
 
  private:
-  awaitable<bool> read_head();
+  enum class HeadResult { head, closed, park };
+  awaitable<HeadResult> read_head();
   awaitable<void> drain_request_body();
 
   Worker& worker_;
@@ -64,6 +81,7 @@ class DownstreamConnection {
   bool keep_alive_ = true;
   bool idle_ = true;
   bool body_done_ = true;
+  std::optional<Clock::time_point> idle_since_;  // set while waiting for a request
   std::list<DownstreamConnection*>::iterator tracked_;
 };
 

@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
+#include <memory>
 
 namespace meshd::proxy {
 
@@ -30,9 +31,21 @@ using Clock = std::chrono::steady_clock;
 // the new deadline is earlier than the one it waits for; when it wakes up early
 // (the deadline moved later, or was cleared) it sleeps again or stops. Re-arming a
 // kernel timer for every read and write would cost a syscall each.
+//
+// The state lives in a shared block that the timer's handler holds: a completion
+// already queued when the connection ends (and the Watchdog with it) then finds the
+// watchdog detached instead of freed memory.
 class Watchdog {
  public:
-  explicit Watchdog(asio::any_io_executor ex) : timer_(ex) {}
+  explicit Watchdog(asio::any_io_executor ex) : state_(std::make_shared<State>(ex)) {}
+  ~Watchdog() {
+    state_->socket = nullptr;
+    state_->deadline = Clock::time_point::max();
+    state_->timer.cancel();
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
   void arm(tcp::socket& socket, std::chrono::milliseconds after) {
     if (after.count() <= 0) {
       disarm();
@@ -42,45 +55,53 @@ class Watchdog {
   }
   // Arms for an absolute deadline (one that activity does not extend).
   void arm_at(tcp::socket& socket, Clock::time_point deadline) {
-    socket_ = &socket;
-    fired_ = false;
-    deadline_ = deadline;
-    if (!waiting_ || deadline_ < expiry_) start();
+    auto& s = *state_;
+    s.socket = &socket;
+    s.fired = false;
+    s.deadline = deadline;
+    if (!s.waiting || s.deadline < s.expiry) start(state_);
   }
   void disarm() {
-    deadline_ = Clock::time_point::max();
-    fired_ = false;
+    state_->deadline = Clock::time_point::max();
+    state_->fired = false;
   }
-  bool fired() const { return fired_; }
+  bool fired() const { return state_->fired; }
 
  private:
-  void start() {
-    expiry_ = deadline_;
-    waiting_ = true;
-    const auto generation = ++generation_;
-    timer_.expires_at(expiry_);
-    timer_.async_wait([this, generation](const error_code& ec) {
+  struct State {
+    explicit State(asio::any_io_executor ex) : timer(ex) {}
+    asio::steady_timer timer;
+    tcp::socket* socket = nullptr;  // null once the Watchdog is gone
+    Clock::time_point deadline = Clock::time_point::max();
+    Clock::time_point expiry = Clock::time_point::max();
+    std::uint64_t generation = 0;
+    bool waiting = false;
+    bool fired = false;
+  };
+
+  static void start(const std::shared_ptr<State>& state) {
+    auto& s = *state;
+    s.expiry = s.deadline;
+    s.waiting = true;
+    const auto generation = ++s.generation;
+    s.timer.expires_at(s.expiry);
+    s.timer.async_wait([state, generation](const error_code& ec) {
+      auto& st = *state;
       if (ec) return;  // replaced by a newer wait, or the watchdog is gone
-      if (generation != generation_) return;
-      waiting_ = false;
-      if (deadline_ == Clock::time_point::max()) return;  // disarmed meanwhile
-      if (Clock::now() < deadline_) {
-        start();  // the deadline moved later
+      if (generation != st.generation) return;
+      st.waiting = false;
+      if (st.deadline == Clock::time_point::max() || st.socket == nullptr) return;  // disarmed or gone
+      if (Clock::now() < st.deadline) {
+        start(state);  // the deadline moved later
         return;
       }
-      fired_ = true;
+      st.fired = true;
       error_code ignored;
-      socket_->cancel(ignored);
+      st.socket->cancel(ignored);
     });
   }
 
-  asio::steady_timer timer_;
-  tcp::socket* socket_ = nullptr;
-  Clock::time_point deadline_ = Clock::time_point::max();
-  Clock::time_point expiry_ = Clock::time_point::max();
-  std::uint64_t generation_ = 0;
-  bool waiting_ = false;
-  bool fired_ = false;
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace meshd::proxy

@@ -1,6 +1,12 @@
 #include "proxy/worker.hpp"
 
 #include <boost/asio/post.hpp>
+#include <malloc.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
 #include <unordered_set>
 
 #include "proxy/downstream.hpp"
@@ -12,11 +18,20 @@ Worker::Worker(unsigned index, const Limits& limits)
       limits_(limits),
       ioc_(std::make_unique<asio::io_context>(1)),
       pool_(ioc_->get_executor()),
-      rng_(std::random_device{}() + index) {}
+      rng_(std::random_device{}() + index),
+      parked_timer_(std::make_unique<asio::steady_timer>(*ioc_)) {}
 
 Worker::~Worker() {
   stop();
   pool_.clear();
+  while (!parked_.empty()) {
+    Parked* p = &parked_.front();
+    parked_.pop_front();
+    if (p->fd >= 0) ::close(p->fd);
+    free_parked(p);
+  }
+  parked_timer_.reset();  // timers and descriptors before their io_context
+  park_events_.reset();
   egress_.reset();
   ingress_.reset();
   ioc_.reset();  // destroys what is left of the connections' coroutines
@@ -37,6 +52,12 @@ void Worker::start(int egress_fd, int ingress_fd) {
   asio::co_spawn(*ioc_, accept_loop(*egress_, metrics::Direction::egress), asio::detached);
   asio::co_spawn(*ioc_, accept_loop(*ingress_, metrics::Direction::ingress), asio::detached);
   asio::co_spawn(*ioc_, sweep_loop(), asio::detached);
+  // The parking set: its descriptor is owned (and closed) by park_events_.
+  park_epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (park_epoll_ >= 0) {
+    park_events_ = std::make_unique<asio::posix::stream_descriptor>(*ioc_, park_epoll_);
+    wait_parked();
+  }
   thread_ = std::thread([this] {
     ioc_->run();
   });
@@ -61,6 +82,7 @@ void Worker::begin_drain() {
   asio::post(*ioc_, [this] {
     draining_ = true;
     for (auto* c : connections_) c->close_if_idle();
+    close_all_parked();
     pool_.clear();
   });
 }
@@ -73,6 +95,9 @@ void Worker::stop() {
     if (egress_) egress_->close(ec);
     if (ingress_) ingress_->close(ec);
     for (auto* c : connections_) c->socket().close(ec);
+    close_all_parked();
+    parked_timer_->cancel();
+    if (park_events_) park_events_->cancel(ec);
     pool_.clear();
   });
   // Let the connections finish unwinding, then stop.
@@ -93,13 +118,151 @@ std::uint32_t Worker::next_round_robin(std::size_t cluster) {
 }
 
 std::list<DownstreamConnection*>::iterator Worker::track(DownstreamConnection* c) {
-  open_connections_.fetch_add(1, std::memory_order_relaxed);
   return connections_.insert(connections_.end(), c);
 }
 
-void Worker::untrack(std::list<DownstreamConnection*>::iterator it) {
-  connections_.erase(it);
+void Worker::untrack(std::list<DownstreamConnection*>::iterator it) { connections_.erase(it); }
+
+void Worker::connection_closed(metrics::Direction direction) {
+  const auto d = static_cast<std::size_t>(direction);
+  --per_listener_[d];
+  --stats_.downstream_connections[d];
   open_connections_.fetch_sub(1, std::memory_order_relaxed);
+  maybe_trim();
+}
+
+void Worker::serve(tcp::socket socket, metrics::Direction direction, std::string peer,
+                   std::optional<Clock::time_point> idle_since) {
+  active_peak_ = std::max(active_peak_, connections_.size() + 1);
+  asio::co_spawn(
+      *ioc_,
+      [this, direction, s = std::move(socket), peer = std::move(peer), idle_since]() mutable -> awaitable<void> {
+        std::optional<tcp::socket> parking;
+        std::string parked_peer;
+        Clock::time_point parked_since;
+        {
+          DownstreamConnection conn(*this, std::move(s), direction, std::move(peer), idle_since);
+          if (co_await conn.run() == DownstreamConnection::Outcome::park) {
+            parked_since = conn.idle_since();
+            parked_peer = conn.take_peer();
+            parking.emplace(conn.take_socket());
+          }
+        }
+        if (parking && !draining_ && !stopping_ && park_epoll_ >= 0) {
+          park(std::move(*parking), direction, std::move(parked_peer), parked_since);
+        } else {
+          if (parking) {
+            error_code ec;
+            parking->close(ec);
+          }
+          connection_closed(direction);
+        }
+      },
+      asio::detached);
+}
+
+void Worker::park(tcp::socket socket, metrics::Direction direction, std::string peer, Clock::time_point idle_since) {
+  const auto timeout = limits_.downstream_idle_timeout;
+  auto* p = new (parked_memory_.allocate(sizeof(Parked), alignof(Parked))) Parked;
+  error_code ec;
+  p->v6 = socket.local_endpoint(ec).address().is_v6();
+  p->fd = socket.release(ec);  // out of Asio's reactor: into the parking set
+  p->direction = direction;
+  p->idle_since = idle_since;
+  p->expires = timeout.count() > 0 ? idle_since + timeout : Clock::time_point::max();
+  p->peer = std::move(peer);
+  auto it = parked_.insert(parked_.end(), *p);
+  if (ec) {
+    close_parked(it);
+    return;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.ptr = &*it;
+  if (::epoll_ctl(park_epoll_, EPOLL_CTL_ADD, it->fd, &ev) != 0) {
+    close_parked(it);
+    return;
+  }
+  if (!parked_timer_armed_ && it->expires != Clock::time_point::max()) expire_parked();
+  maybe_trim();
+}
+
+void Worker::wait_parked() {
+  park_events_->async_wait(asio::posix::stream_descriptor::wait_read, [this](const error_code& ec) {
+    if (ec || stopping_) return;
+    unpark_ready();
+    wait_parked();
+  });
+}
+
+void Worker::unpark_ready() {
+  std::array<epoll_event, 64> events;
+  const int n = ::epoll_wait(park_epoll_, events.data(), static_cast<int>(events.size()), 0);
+  for (int i = 0; i < n; ++i) {
+    auto* p = static_cast<Parked*>(events[static_cast<std::size_t>(i)].data.ptr);
+    auto it = parked_.iterator_to(*p);
+    ::epoll_ctl(park_epoll_, EPOLL_CTL_DEL, it->fd, nullptr);
+    // Readable: bytes of the next request, or the client's close (seen by the read).
+    tcp::socket socket(*ioc_);
+    error_code ec;
+    socket.assign(it->v6 ? tcp::v6() : tcp::v4(), it->fd, ec);
+    if (ec) {
+      close_parked(it);
+      continue;
+    }
+    const auto direction = it->direction;
+    const auto idle_since = it->idle_since;
+    std::string peer = std::move(it->peer);
+    parked_.erase(it);
+    free_parked(p);
+    serve(std::move(socket), direction, std::move(peer), idle_since);
+  }
+}
+
+void Worker::close_parked(ParkedList::iterator it) {
+  if (it->fd >= 0) ::close(it->fd);  // leaves the parking set with it
+  const auto direction = it->direction;
+  Parked* p = &*it;
+  parked_.erase(it);
+  free_parked(p);
+  connection_closed(direction);
+}
+
+void Worker::free_parked(Parked* p) {
+  p->~Parked();
+  parked_memory_.deallocate(p, sizeof(Parked), alignof(Parked));
+  if (parked_.empty()) parked_memory_.release();  // the pool's blocks go back to malloc
+}
+
+void Worker::expire_parked() {
+  // Closes parked connections past the idle timeout, then sleeps until the next one.
+  const auto now = Clock::now();
+  while (!parked_.empty() && parked_.front().expires <= now) close_parked(parked_.begin());
+  parked_timer_armed_ = !parked_.empty() && parked_.front().expires != Clock::time_point::max();
+  if (!parked_timer_armed_) return;
+  parked_timer_->expires_at(parked_.front().expires);
+  parked_timer_->async_wait([this](const error_code& ec) {
+    if (ec || stopping_) {
+      parked_timer_armed_ = false;
+      return;
+    }
+    expire_parked();
+  });
+}
+
+void Worker::close_all_parked() {
+  while (!parked_.empty()) close_parked(parked_.begin());
+}
+
+void Worker::maybe_trim() {
+  // After a wave of connections ends (the number of connections with a coroutine fell
+  // by kTrimAfterDrop since its peak), the memory their coroutines and buffers used is
+  // free but still mapped: give it back to the system (bench/compare.sh (e), the
+  // 5,000-connection test in tests/integration/test_faults.py).
+  if (active_peak_ >= connections_.size() + kTrimAfterDrop) {
+    ::malloc_trim(0);
+    active_peak_ = connections_.size();
+  }
 }
 
 awaitable<void> Worker::accept_loop(tcp::acceptor& acceptor, metrics::Direction direction) {
@@ -123,17 +286,8 @@ awaitable<void> Worker::accept_loop(tcp::acceptor& acceptor, metrics::Direction 
     if (!view_) continue;  // not configured yet: the connection closes
     ++per_listener_[d];
     ++stats_.downstream_connections[d];
-    asio::co_spawn(
-        *ioc_,
-        [this, d, direction, s = std::move(socket)]() mutable -> awaitable<void> {
-          {
-            DownstreamConnection conn(*this, std::move(s), direction);
-            co_await conn.run();
-          }
-          --per_listener_[d];
-          --stats_.downstream_connections[d];
-        },
-        asio::detached);
+    open_connections_.fetch_add(1, std::memory_order_relaxed);
+    serve(std::move(socket), direction, {}, std::nullopt);
   }
 }
 

@@ -2,12 +2,18 @@
 // A worker: one thread, one io_context, its own SO_REUSEPORT acceptors, upstream pool,
 // load-balancer state and metric shard (DESIGN "Threading"). Connections stay on the
 // worker that accepted them; the main thread talks to it only by posting.
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/intrusive/list.hpp>
+
 #include <atomic>
 #include <functional>
 #include <future>
 #include <list>
 #include <memory>
+#include <memory_resource>
+#include <optional>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -74,10 +80,38 @@ class Worker {
   bool draining() const { return draining_; }
   std::list<DownstreamConnection*>::iterator track(DownstreamConnection* c);
   void untrack(std::list<DownstreamConnection*>::iterator it);
+  std::size_t parked_connections() const { return parked_.size(); }
 
  private:
+  // A keep-alive connection idle for DownstreamConnection::kParkAfter: no coroutine,
+  // no parser, no buffer, not even an Asio socket: its descriptor waits in the
+  // worker's parking epoll set (about 100 bytes of meshd memory per connection).
+  // Oldest first, so the front is the next to reach the idle timeout.
+  struct Parked : boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>> {
+    int fd = -1;
+    bool v6 = false;
+    metrics::Direction direction = metrics::Direction::egress;
+    Clock::time_point idle_since;
+    Clock::time_point expires;  // idle timeout
+    std::string peer;
+  };
+  using ParkedList = boost::intrusive::list<Parked>;
+
   awaitable<void> accept_loop(tcp::acceptor& acceptor, metrics::Direction direction);
   awaitable<void> sweep_loop();
+  // Runs a connection's coroutine (new, or back from parking).
+  void serve(tcp::socket socket, metrics::Direction direction, std::string peer,
+             std::optional<Clock::time_point> idle_since);
+  void park(tcp::socket socket, metrics::Direction direction, std::string peer, Clock::time_point idle_since);
+  void wait_parked();  // arms the wait on the parking epoll set
+  void unpark_ready();
+  void close_parked(ParkedList::iterator it);
+  void free_parked(Parked* p);
+  void expire_parked();
+  void close_all_parked();  // drain and stop
+  void maybe_trim();
+  static constexpr std::size_t kTrimAfterDrop = 256;
+  void connection_closed(metrics::Direction direction);
 
   unsigned index_;
   Limits limits_;
@@ -93,6 +127,16 @@ class Worker {
   std::mt19937_64 rng_;
   std::vector<std::uint32_t> round_robin_;
   std::list<DownstreamConnection*> connections_;
+  // Parked nodes come from their own pool, so that they do not pin pages among the
+  // freed memory of the connections' coroutines (which malloc can then give back).
+  std::pmr::unsynchronized_pool_resource parked_memory_;
+  ParkedList parked_;
+  int park_epoll_ = -1;
+  std::unique_ptr<asio::posix::stream_descriptor> park_events_;  // park_epoll_, in the io_context
+  std::unique_ptr<asio::steady_timer> parked_timer_;             // the front's idle timeout
+  bool parked_timer_armed_ = false;
+  // Memory given back to the system after a wave of connections ends (malloc_trim).
+  std::size_t active_peak_ = 0;
   std::atomic<std::size_t> open_connections_{0};
   std::array<std::size_t, 2> per_listener_{};
   bool draining_ = false;

@@ -576,6 +576,59 @@ class Admin(Base):
 
 
 class Lifecycle(Base):
+    def test_idle_connections_park_and_come_back(self):
+        # Keep-alive connections idle longer than 250 ms are parked (no coroutine, no
+        # parser, only the descriptor); each comes back when its client sends again,
+        # counts as open while parked, and still closes at the idle timeout.
+        m = self.start(extra_args=["--set", "downstream_idle_timeout=2s"])
+        conns = [socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5) for _ in range(40)]
+        try:
+            def one(c, path):
+                c.sendall(f"GET {path} HTTP/1.1\r\nHost: svc.local\r\n\r\n".encode())
+                status, _, body, _ = read_response(c, "GET")
+                return status, body
+            for c in conns:
+                self.assertEqual(one(c, "/first")[0], 200)
+            time.sleep(0.8)  # parked
+            self.assertEqual(m.metric("meshd_downstream_connections_active", listener="egress"), 40)
+            for i, c in enumerate(conns):  # every one comes back, in any order
+                status, body = one(c, f"/again/{i}")
+                self.assertEqual(status, 200)
+                self.assertIn(f"/again/{i}".encode(), body)
+            time.sleep(0.8)  # parked again; the idle clock restarted at the last request
+            t0 = time.time()
+            for c in conns:
+                self.assertEqual(c.recv(10), b"")  # closed by the idle timeout
+            waited = time.time() - t0
+            self.assertGreater(waited, 0.8)  # 2 s from the last request, not from parking
+            self.assertLess(waited, 2.5)
+            for _ in range(40):
+                if m.metric("meshd_downstream_connections_active", listener="egress") == 0:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(m.metric("meshd_downstream_connections_active", listener="egress"), 0)
+        finally:
+            for c in conns:
+                c.close()
+
+    def test_drain_closes_parked_connections(self):
+        m = self.start()
+        conns = [socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5) for _ in range(10)]
+        try:
+            for c in conns:
+                c.sendall(b"GET / HTTP/1.1\r\nHost: svc.local\r\n\r\n")
+                self.assertEqual(read_response(c, "GET")[0], 200)
+            time.sleep(0.6)  # parked
+            self.assertEqual(m.admin("/drain", method="POST")[0], 202)
+            t0 = time.time()
+            for c in conns:
+                self.assertEqual(c.recv(10), b"")
+            self.assertLess(time.time() - t0, 2)
+            self.assertEqual(m.proc.wait(10), 0)
+        finally:
+            for c in conns:
+                c.close()
+
     def test_drain_finishes_in_flight_and_exits_0(self):
         m = self.start()
         result = {}

@@ -145,25 +145,6 @@ awaitable<DownstreamConnection::BodyPiece> DownstreamConnection::read_body(std::
   }
 }
 
-awaitable<bool> DownstreamConnection::write(std::string_view bytes) {
-  watchdog_.arm(socket_, worker_.limits().downstream_idle_timeout);
-  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(bytes.data(), bytes.size()), use_tuple);
-  watchdog_.disarm();
-  bytes_sent += n;
-  if (ec) keep_alive_ = false;
-  co_return !ec;
-}
-
-awaitable<bool> DownstreamConnection::write2(std::string_view a, std::string_view b) {
-  const std::array<asio::const_buffer, 2> buffers{asio::buffer(a.data(), a.size()), asio::buffer(b.data(), b.size())};
-  watchdog_.arm(socket_, worker_.limits().downstream_idle_timeout);
-  auto [ec, n] = co_await asio::async_write(socket_, buffers, use_tuple);
-  watchdog_.disarm();
-  bytes_sent += n;
-  if (ec) keep_alive_ = false;
-  co_return !ec;
-}
-
 awaitable<bool> DownstreamConnection::write_gather(std::array<std::string_view, 4> pieces) {
   std::array<asio::const_buffer, 4> buffers;
   std::size_t n = 0;
@@ -196,7 +177,7 @@ awaitable<void> DownstreamConnection::reply(LocalReply r, std::string_view detai
   head += "\r\n";
   status_sent = i.status;
   const bool head_request = parser_.head().method == "HEAD";
-  co_await write2(head, head_request ? std::string_view() : std::string_view(body));
+  co_await write_gather({head, head_request ? std::string_view() : std::string_view(body), {}, {}});
 }
 
 awaitable<void> DownstreamConnection::drain_request_body() {

@@ -45,10 +45,10 @@ class DownstreamConnection {
     std::string_view data;  // valid until the next read_body()
   };
   awaitable<BodyPiece> read_body(std::chrono::milliseconds idle);
-  awaitable<bool> write(std::string_view bytes);
-  awaitable<bool> write2(std::string_view a, std::string_view b);
-  // Up to four pieces in one gathered send (empty ones are skipped).
+  // Up to four pieces in one gathered send (empty ones are skipped); false when the
+  // write failed (the connection then closes).
   awaitable<bool> write_gather(std::array<std::string_view, 4> pieces);
+  awaitable<bool> write(std::string_view bytes) { return write_gather({bytes, {}, {}, {}}); }
   // Writes meshd's own answer (SPEC §3 table) and, for errors, marks the connection to close.
   awaitable<void> reply(LocalReply r, std::string_view detail, bool close = false, std::uint32_t retry_after = 0);
 

@@ -466,11 +466,11 @@ awaitable<bool> RequestLifecycle::stream_response(UpstreamConnection& up) {
       }
       co_return true;
     }
-    if (head_pending && step.event != Http1Parser::Event::error) {
+    if (step.event == Http1Parser::Event::error) co_return false;
+    if (head_pending) {  // more of the upstream's bytes are needed: the head goes now
       if (!co_await conn_.write(scratch_)) co_return false;
       head_pending = false;
     }
-    if (step.event == Http1Parser::Event::error) co_return false;
     up.buffer.consume(step.consumed);
     char* space = up.buffer.prepare(16384);
     if (deadline_) {

@@ -395,7 +395,9 @@ class Server {
   }
 
   // Memory freed after a spike (thousands of connections) goes back to the OS: glibc
-  // keeps freed memory in its arenas otherwise, and RSS would stay at the peak.
+  // keeps freed memory in its arenas otherwise, and RSS would stay at the peak. Workers
+  // also trim at once when a wave of connections ends (Worker::maybe_trim); this is the
+  // backstop for everything else (reloads, DNS answers, the admin server).
   void trim_loop() {
     auto timer = std::make_shared<asio::steady_timer>(main_, std::chrono::seconds(5));
     timer->async_wait([this, timer](const error_code& ec) {

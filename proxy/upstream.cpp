@@ -63,7 +63,7 @@ awaitable<std::unique_ptr<UpstreamConnection>> UpstreamPool::acquire(std::shared
 void UpstreamPool::release(std::unique_ptr<UpstreamConnection> c, std::chrono::milliseconds idle_timeout,
                            std::size_t max_idle) {
   if (!c || !c->socket.is_open() || !c->buffer.empty() || idle_timeout.count() <= 0) return;
-  if (live_known_ && !live_.contains(c->endpoint.get())) return;  // removed while in use
+  if (live_ && !live_->contains(c->endpoint.get())) return;  // removed while in use
   auto& list = idle_[c->endpoint.get()];
   if (list.size() >= max_idle) return;
   c->buffer.release_if_empty();  // an idle connection keeps no buffer
@@ -82,9 +82,8 @@ void UpstreamPool::sweep() {
 
 void UpstreamPool::retain(std::unordered_set<const mesh::Endpoint*> keep) {
   live_ = std::move(keep);
-  live_known_ = true;
   for (auto it = idle_.begin(); it != idle_.end();) {
-    it = live_.contains(it->first) ? std::next(it) : idle_.erase(it);
+    it = live_->contains(it->first) ? std::next(it) : idle_.erase(it);
   }
 }
 

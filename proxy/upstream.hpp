@@ -8,6 +8,7 @@
 // race it, and the "503 UC" retry on a fresh connection covers that race anyway
 // (docs/life_of_a_request.md).
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -66,8 +67,7 @@ class UpstreamPool {
   // The endpoints of the worker's current view, once it has one. An in-flight
   // connection keeps its endpoint alive, so an address here cannot be reused by a
   // different endpoint while that connection exists.
-  std::unordered_set<const mesh::Endpoint*> live_;
-  bool live_known_ = false;
+  std::optional<std::unordered_set<const mesh::Endpoint*>> live_;
 };
 
 }  // namespace meshd::proxy

@@ -47,8 +47,11 @@ void Worker::start(int egress_fd, int ingress_fd) {
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
     return addr.ss_family == AF_INET6 ? tcp::v6() : tcp::v4();
   };
-  egress_->assign(family_of(egress_fd), egress_fd);
-  ingress_->assign(family_of(ingress_fd), ingress_fd);
+  // Accepted sockets have their listener's family (IPv4-mapped ones included).
+  family_[static_cast<std::size_t>(metrics::Direction::egress)] = family_of(egress_fd);
+  family_[static_cast<std::size_t>(metrics::Direction::ingress)] = family_of(ingress_fd);
+  egress_->assign(family_[static_cast<std::size_t>(metrics::Direction::egress)], egress_fd);
+  ingress_->assign(family_[static_cast<std::size_t>(metrics::Direction::ingress)], ingress_fd);
   asio::co_spawn(*ioc_, accept_loop(*egress_, metrics::Direction::egress), asio::detached);
   asio::co_spawn(*ioc_, accept_loop(*ingress_, metrics::Direction::ingress), asio::detached);
   asio::co_spawn(*ioc_, sweep_loop(), asio::detached);
@@ -165,7 +168,6 @@ void Worker::park(tcp::socket socket, metrics::Direction direction, std::string 
   const auto timeout = limits_.downstream_idle_timeout;
   auto* p = new (parked_memory_.allocate(sizeof(Parked), alignof(Parked))) Parked;
   error_code ec;
-  p->v6 = socket.local_endpoint(ec).address().is_v6();
   p->fd = socket.release(ec);  // out of Asio's reactor: into the parking set
   p->direction = direction;
   p->idle_since = idle_since;
@@ -205,7 +207,7 @@ void Worker::unpark_ready() {
     // Readable: bytes of the next request, or the client's close (seen by the read).
     tcp::socket socket(*ioc_);
     error_code ec;
-    socket.assign(it->v6 ? tcp::v6() : tcp::v4(), it->fd, ec);
+    socket.assign(family_[static_cast<std::size_t>(it->direction)], it->fd, ec);
     if (ec) {
       close_parked(it);
       continue;

@@ -89,7 +89,6 @@ class Worker {
   // Oldest first, so the front is the next to reach the idle timeout.
   struct Parked : boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>> {
     int fd = -1;
-    bool v6 = false;
     metrics::Direction direction = metrics::Direction::egress;
     Clock::time_point idle_since;
     Clock::time_point expires;  // idle timeout
@@ -139,6 +138,7 @@ class Worker {
   std::size_t active_peak_ = 0;
   std::atomic<std::size_t> open_connections_{0};
   std::array<std::size_t, 2> per_listener_{};
+  std::array<tcp, 2> family_{tcp::v4(), tcp::v4()};  // of each listener (egress, ingress)
   bool draining_ = false;
   bool stopping_ = false;
 };

@@ -617,6 +617,31 @@ class Lifecycle(Base):
             for c in conns:
                 c.close()
 
+    def test_parked_connections_count_against_the_listener_cap(self):
+        m = self.start(extra_args=["--set", "max_connections_per_listener=2"], workers=1)
+        a = socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5)
+        b = socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5)
+        c = None
+        try:
+            for s in (a, b):
+                s.sendall(b"GET / HTTP/1.1\r\nHost: svc.local\r\n\r\n")
+                self.assertEqual(read_response(s, "GET")[0], 200)
+            time.sleep(0.6)  # both parked: still open, still counted
+            c = socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5)
+            c.sendall(b"GET /3 HTTP/1.1\r\nHost: svc.local\r\n\r\n")
+            c.settimeout(0.5)
+            with self.assertRaises(socket.timeout):
+                c.recv(100)  # queued in the kernel, not served
+            a.close()  # a parked connection closes: its place frees
+            c.settimeout(5)
+            self.assertEqual(read_response(c, "GET")[0], 200)
+            b.sendall(b"GET /again HTTP/1.1\r\nHost: svc.local\r\n\r\n")  # and b comes back
+            self.assertEqual(read_response(b, "GET")[0], 200)
+        finally:
+            for s in (a, b, c):
+                if s is not None:
+                    s.close()
+
     def test_drain_closes_parked_connections(self):
         m = self.start()
         conns = [socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5) for _ in range(10)]

@@ -31,7 +31,7 @@ class Upstream:
     /sleep/MS             answer after MS milliseconds
     /idle-close/MS        answer, then close the connection after MS ms without a request
     /slow-body            headers and 10 of 100 bytes, then 5 s of silence
-    /health               `health_status` (200 unless a test changes it)
+    /health               `health_status` (200 unless a test changes it), after `health_delay` s
     (`force_status` set: every path but /health answers it)
     anything else         200 with a JSON echo of the request
     Every request head (raw bytes) and body length is recorded."""
@@ -44,6 +44,7 @@ class Upstream:
         self.lock = threading.Lock()
         self.counters = {}
         self.health_status = 200  # what /health answers
+        self.health_delay = 0  # seconds /health waits before answering
         self.force_status = None  # when set, every other path answers this
         upstream = self
 
@@ -147,6 +148,8 @@ class Upstream:
 
         parts = path.split("?")[0].split("/")
         if path == "/health":
+            if self.health_delay:
+                time.sleep(self.health_delay)
             return send(self.health_status, b"health\n")
         if self.force_status is not None:
             return send(self.force_status, f"{self.name} forced {self.force_status}\n".encode())

@@ -107,6 +107,16 @@ class HealthChecks(Base):
         seen = {header(self.get(m)[1], "X-Upstream") for _ in range(20)}
         self.assertEqual(seen, {"a", "b"})  # fewer than half usable: spread over all
 
+    def test_a_check_that_does_not_answer_in_time_fails(self):
+        self.b.health_delay = 4  # /health answers after 4 s; timeoutMillis is 2000 (App Mesh's minimum)
+        m = self.start(mesh([self.a.port, self.b.port], self.HC))
+        self.assertTrue(m.wait_ready())  # the timed-out check ends the first round
+        eps = {e["address"]: e["healthy"] for e in self.clusters(m)}
+        self.assertEqual(eps, {f"127.0.0.1:{self.a.port}": True, f"127.0.0.1:{self.b.port}": False})
+        self.assertTrue(any(r["path"] == "/health" for r in self.b.requests))  # it was asked, not refused
+        for _ in range(10):
+            self.assertEqual(header(self.get(m)[1], "X-Upstream"), "a")
+
     def test_tcp_health_check(self):
         hc = self.HC.replace("protocol: http, path: /health", "protocol: tcp")
         m = self.start(mesh([self.a.port, 1], hc))  # nothing listens on port 1
@@ -168,6 +178,20 @@ class Retries(Base):
         # Without the budget: 20 × 11 = 220 attempts. With at most one retry in flight:
         self.assertLess(attempts, 110, attempts)
         self.assertGreater(attempts, 20)
+
+    def test_only_a_body_kept_whole_is_retried(self):
+        # The first 64 KiB of a body are kept for retries (retry_buffer_bytes); a longer
+        # request streams through and is not retried: its 503 goes back.
+        self.a.force_status = 503
+        retry = "retryPolicy: {maxRetries: 2, perRetryTimeout: {value: 2, unit: s}, httpRetryEvents: [gateway-error]}"
+        m = self.start(mesh([self.a.port], retry=retry))
+        for path, size, attempts in (("/kept", 64 * 1024, 3), ("/streamed", 64 * 1024 + 1, 1)):
+            s, _, _ = http_request("127.0.0.1", m.port("egress"), "POST", path, headers={"Host": "b.local"},
+                                   body=b"x" * size)
+            self.assertEqual(s, 503, path)
+            got = [r["body_len"] for r in self.a.requests if r["path"] == path]
+            self.assertEqual(got, [size] * attempts, path)
+        self.assertEqual(m.metric("meshd_upstream_retries_total"), 2)
 
     def test_backoff_spaces_retries(self):
         self.a.force_status = 503

@@ -2,6 +2,7 @@
 """`meshd run` against fake upstreams: routing, forwarding, local replies, limits,
 pools, retries, discovery, admin, metrics and drain (SPEC §2-§6, issue 3)."""
 import argparse
+import concurrent.futures
 import http.client
 import os
 import shutil
@@ -360,10 +361,12 @@ class Malformed(Base):
 
     def test_each_is_rejected_closed_and_forwarded_nowhere(self):
         m = self.start()
+        codes = {400: b"bad_request", 501: b"not_implemented", 505: b"http_version_not_supported"}
         for data, status in self.CASES:
             out = raw_exchange(m.port("egress"), data)
             first = out.split(b"\r\n")[0]
             self.assertIn(str(status).encode(), first, data)
+            self.assertIn(b"\r\nx-meshd-error: " + codes[status] + b"\r\n", out, data)
             self.assertIn(b"connection: close", out.lower(), data)
             self.assertTrue(out.endswith(b"\n") and b"<timeout>" not in out, data)  # closed by meshd
         self.assertEqual(self.v1.requests + self.v2.requests, [])  # nothing was forwarded
@@ -397,7 +400,7 @@ class Malformed(Base):
         with socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5) as c:
             c.sendall(b"POST /slow HTTP/1.1\r\nHost: svc.local\r\nx-beta: yes\r\nContent-Length: 100\r\n\r\nabc")
             status, hs, body, _ = read_response(c)
-            self.assertEqual(status, 408)  # the body stalled
+            self.assertEqual((status, header(hs, "x-meshd-error")), (408, "request_timeout"))  # the body stalled
         # Two connections are the cap; a third is not accepted until one closes.
         a = socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5)
         b = socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5)
@@ -421,9 +424,11 @@ class Malformed(Base):
         many = b"".join(b"X-%d: 1\r\n" % i for i in range(10))
         out = raw_exchange(m.port("egress"), b"GET / HTTP/1.1\r\nHost: svc.local\r\n" + many + b"\r\n")
         self.assertIn(b"431", out.split(b"\r\n")[0])
+        self.assertIn(b"\r\nx-meshd-error: headers_too_large\r\n", out)
         big = b"X-Big: " + b"a" * 70000 + b"\r\n"
         out = raw_exchange(m.port("egress"), b"GET / HTTP/1.1\r\nHost: svc.local\r\n" + big + b"\r\n")
         self.assertIn(b"431", out.split(b"\r\n")[0])
+        self.assertIn(b"\r\nx-meshd-error: headers_too_large\r\n", out)
         out = raw_exchange(m.port("egress"), b"GET / HTTP/1.2\r\nHost: svc.local\r\nx-beta: yes\r\nConnection: close\r\n\r\n")
         self.assertIn(b"200", out.split(b"\r\n")[0])
 
@@ -444,6 +449,7 @@ class Malformed(Base):
                     break
                 out += data
             self.assertIn(b"408", out.split(b"\r\n")[0])
+            self.assertIn(b"\r\nx-meshd-error: request_timeout\r\n", out)
         with socket.create_connection(("127.0.0.1", m.port("egress")), timeout=5) as c:
             t0 = time.time()
             self.assertEqual(c.recv(10), b"")  # idle: closed without a 408
@@ -473,6 +479,73 @@ class Resilience(Base):
             self.assertEqual(s, 200)
         s, _, _ = self.egress(m, "/after", headers={"x-beta": "yes"})
         self.assertEqual(s, 200)
+
+    NO_RETRY_ROUTE = """
+  - name: no-retry
+    virtualRouterName: router
+    spec:
+      priority: 0
+      httpRoute:
+        match: {prefix: /, headers: [{name: x-no-retry, match: {exact: "1"}}]}
+        action: {weightedTargets: [{virtualNode: v2, weight: 1}]}
+        retryPolicy: {maxRetries: 0, perRetryTimeout: {value: 2, unit: s}, httpRetryEvents: [server-error]}
+"""
+
+    def test_reused_connection_failure_is_replayed_only_when_spec_allows(self):
+        # A pooled connection that is alive takes the request, then the upstream closes
+        # it without answering (/reset). The route allows no retry, so only the pool's
+        # own rule (SPEC §3) can send it again: a GET (idempotent, nothing to replay)
+        # goes once more on a fresh connection; a POST whose bytes went out does not.
+        m = self.start(canary_mesh(self.v1.port, self.v2.port, extra_route=self.NO_RETRY_ROUTE), workers=1)
+        h = {"x-no-retry": "1"}
+        resets = lambda: len([r for r in self.v2.requests if r["path"] == "/reset"])
+        self.assertEqual(self.egress(m, "/warm", headers=h)[0], 200)
+        before = self.v2.connections
+        s, hs, _ = self.egress(m, "/reset", headers=h)
+        self.assertEqual((s, header(hs, "x-meshd-error")), (502, "upstream_reset"))
+        self.assertEqual(resets(), 2)  # the pooled connection, then a fresh one
+        self.assertEqual(self.v2.connections, before + 1)
+        self.assertEqual(self.egress(m, "/warm", headers=h)[0], 200)
+        s, hs, _ = self.egress(m, "/reset", headers=h, method="POST", body=b"pay once")
+        self.assertEqual((s, header(hs, "x-meshd-error")), (502, "upstream_reset"))
+        self.assertEqual(resets(), 3)  # the POST went out once
+        self.assertEqual(m.metric("meshd_upstream_retries_total"), 0)
+
+    def test_connect_timeout(self):
+        # A listener whose accept queue is full drops SYNs: the connect hangs until
+        # upstream_connect_timeout, then 503 upstream_connect_failure.
+        black = socket.socket()
+        black.bind(("127.0.0.1", 0))
+        black.listen(0)
+        filler = socket.create_connection(black.getsockname(), timeout=2)
+        try:
+            text = canary_mesh(self.v1.port, self.v2.port, extra_route=self.NO_RETRY_ROUTE).replace(
+                "{address: 127.0.0.1, port: %d}" % self.v2.port, "{address: 127.0.0.1, port: %d}" % black.getsockname()[1])
+            m = self.start(text, extra_args=["--set", "upstream_connect_timeout=300ms"])
+            t0 = time.time()
+            s, hs, body = self.egress(m, "/", headers={"x-no-retry": "1"})
+            self.assertEqual((s, header(hs, "x-meshd-error")), (503, "upstream_connect_failure"), body)
+            self.assertIn(b"timed out", body)
+            self.assertLess(time.time() - t0, 4)  # not the 5 s default
+        finally:
+            filler.close()
+            black.close()
+
+    def test_idle_upstream_connections_are_capped_per_endpoint(self):
+        m = self.start(extra_args=["--set", "max_idle_upstream_per_endpoint=2"], workers=1)
+        def wave():
+            with concurrent.futures.ThreadPoolExecutor(5) as pool:
+                return list(pool.map(lambda i: self.egress(m, "/sleep/300", headers={"x-beta": "yes"})[0], range(5)))
+        self.assertEqual(wave(), [200] * 5)
+        self.assertEqual(self.v2.connections, 5)
+        for _ in range(100):  # bounded wait: three of the five are closed, two kept
+            if self.v2.closed >= 3:
+                break
+            time.sleep(0.02)
+        time.sleep(0.1)
+        self.assertEqual(self.v2.closed, 3)
+        self.assertEqual(wave(), [200] * 5)
+        self.assertEqual(self.v2.connections, 8)  # two reused, three new
 
     def test_pooled_connection_closed_by_upstream_idle_timeout_is_not_used(self):
         # The upstream closes keep-alive connections after 300 ms idle. A POST 600 ms
@@ -574,9 +647,11 @@ class Admin(Base):
         m = self.start()
         self.egress(m, "/logged", headers={"x-request-id": "rid-1"})
         self.egress(m, "/", host="example.com")
+        self.assertEqual(self.egress(m, "/flaky/log/9")[0], 503)  # three retries, all 503
         time.sleep(0.2)
         with open(self.access_log) as f:
             lines = f.read().splitlines()
+        self.assertTrue(any('"GET /flaky/log/9 HTTP/1.1" 503 retries_exhausted ' in l for l in lines), lines)
         self.assertTrue(any('"GET /logged HTTP/1.1" 200 - ' in l and '"rid-1"' in l and " canary " in l for l in lines), lines)
         self.assertTrue(any('" 403 egress_denied ' in l for l in lines), lines)
 

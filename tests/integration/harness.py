@@ -271,7 +271,7 @@ class FakeDns:
 class Meshd:
     """A `meshd run` process on port 0 with the given mesh text."""
 
-    def __init__(self, mesh_text, node, extra_args=(), env=None, app_port=None, workers=2):
+    def __init__(self, mesh_text, node, extra_args=(), env=None, app_port=None, workers=2, preexec_fn=None):
         self.dir = tempfile.mkdtemp(prefix="meshd-test-")
         self.mesh_path = os.path.join(self.dir, "mesh.yaml")
         with open(self.mesh_path, "w") as f:
@@ -284,7 +284,7 @@ class Meshd:
         self.out_path = os.path.join(self.dir, "stdout")
         self.err_path = os.path.join(self.dir, "stderr")
         with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=err, env=env)
+            self.proc = subprocess.Popen(args, stdout=out, stderr=err, env=env, preexec_fn=preexec_fn)
         self.addresses = {}
         for _ in range(200):
             text = self.stdout()

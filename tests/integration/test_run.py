@@ -600,6 +600,23 @@ class Discovery(Base):
             dns.close()
 
 
+    def test_ready_waits_for_the_first_discovery_answer(self):
+        dns = FakeDns()
+        try:
+            dns.records["v1.test"] = "SERVFAIL"  # no answer yet: not ready
+            m = self.start(self.mesh("v1.test"), extra_args=[
+                "--set", f"dns_resolvers=127.0.0.1:{dns.port}", "--set", "dns_refresh=200ms"])
+            for _ in range(10):
+                self.assertEqual(m.admin("/ready")[0], 503)
+                time.sleep(0.05)
+            self.assertGreater(dns.queries, 0)
+            dns.records["v1.test"] = ["127.0.0.1"]
+            self.assertTrue(m.wait_ready(timeout=5))
+            self.assertEqual(self.egress(m, "/x", host="direct.local:%d" % self.v1.port)[0], 200)
+        finally:
+            dns.close()
+
+
 class Admin(Base):
     def test_server_info_ready_clusters_config_dump(self):
         m = self.start()
@@ -783,6 +800,16 @@ class Lifecycle(Base):
         r = subprocess.run([harness.MESHD, "run", "--mesh", m.mesh_path], capture_output=True, text=True, timeout=10,
                            env={k: v for k, v in os.environ.items() if not k.startswith("APPMESH")})
         self.assertEqual(r.returncode, 2)
+
+    def test_open_files_limit_is_raised_to_the_hard_limit(self):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        low = min(256, hard)
+        m = self.start(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)))
+        with open(f"/proc/{m.proc.pid}/limits") as f:
+            line = [l for l in f if l.startswith("Max open files")][0].split()
+        expected = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+        self.assertEqual(line[3], expected, line)  # the soft limit, raised from 256
 
     def test_node_from_app_mesh_environment(self):
         env = dict(os.environ)

@@ -190,6 +190,22 @@ class Reload(unittest.TestCase):
         finally:
             third.close()
 
+    def test_unchanged_content_is_not_reloaded_and_bursts_are_debounced(self):
+        v = self.version()
+        for _ in range(5):  # rewritten (renamed over) with the same bytes
+            self.write(mesh(self.v1.port, self.v2.port))
+        time.sleep(0.6)
+        self.assertEqual(self.version(), v)
+        self.assertEqual(self.m.metric("meshd_config_reloads_total", result="success"), 0)
+        for w in (90, 80, 70, 60, 0):  # a burst of writes: one reload, of the last one
+            self.write(mesh(self.v1.port, self.v2.port, w, 100 - w))
+        self.assertTrue(self.wait_for(lambda: self.version() == v + 1))
+        time.sleep(0.5)
+        self.assertEqual(self.version(), v + 1)
+        self.assertEqual(self.m.metric("meshd_config_reloads_total", result="success"), 1)
+        hs = http_request("127.0.0.1", self.m.port("egress"), "GET", "/", headers={"Host": "svc.local"})[1]
+        self.assertEqual(header(hs, "X-Upstream"), "v2")  # the last write, 0/100
+
     def test_invalid_file_changes_nothing(self):
         load = Load(self.m.port("egress"))
         before = json.loads(self.m.admin("/config_dump")[2])

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "mesh/resilience.hpp"
+#include "net/log.hpp"
 
 namespace meshd::mesh {
 
@@ -144,18 +145,32 @@ void EndpointRegistry::refresh(net::Resolver& resolver, std::function<void()> do
               return v4_first ? (!a.v6 && b.v6) : (a.v6 && !b.v6);
             });
             if (load_balancer_only(c) && addrs.size() > 1) addrs.resize(1);
+            std::string before, after;
+            for (const auto& e : ce.endpoints) before += " " + e->text;
             ce.endpoints.clear();
             for (const auto& ip : addrs) {
               ce.endpoints.push_back(endpoint(ce.node, ip, static_cast<std::uint16_t>(ce.port), health_checked(c)));
+              after += " " + ce.endpoints.back()->text;
+            }
+            if (!ce.last_error.empty()) {
+              log::write(log::Level::info, "discovery: node " + ce.node + ": " + name + " answers again");
+            }
+            if (!ce.answered || before != after) {
+              log::write(log::Level::debug, "discovery: node " + ce.node + ": " + name + " ->" +
+                                                (after.empty() ? std::string(" no address") : after));
             }
             ce.answered = true;
             ce.last_error.clear();
-          } else if (answer.status == net::DnsAnswer::Status::nxdomain) {
-            ce.endpoints.clear();  // the name is gone: so are its endpoints
-            ce.answered = true;
-            ce.last_error = name + ": " + answer.error;
           } else {
-            ce.last_error = name + ": " + answer.error + " (keeping the last answer)";
+            std::string error = name + ": " + answer.error;
+            if (answer.status == net::DnsAnswer::Status::nxdomain) {
+              ce.endpoints.clear();  // the name is gone: so are its endpoints
+              ce.answered = true;
+            } else {
+              error += " (keeping the last answer)";
+            }
+            if (error != ce.last_error) log::write(log::Level::warning, "discovery: node " + ce.node + ": " + error);
+            ce.last_error = std::move(error);
           }
         }
       }

@@ -11,6 +11,7 @@
 
 #include "mesh/resilience.hpp"
 #include "net/asio_address.hpp"
+#include "net/log.hpp"
 
 namespace meshd::mesh {
 
@@ -19,12 +20,13 @@ using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 
 struct HealthChecker::Target {
-  Target(asio::io_context& ioc, std::shared_ptr<Endpoint> e, const HealthCheck& c, std::string h)
-      : endpoint(std::move(e)), config(c), host(std::move(h)), state(c.healthy_threshold, c.unhealthy_threshold),
-        timer(ioc), deadline(ioc), socket(ioc) {}
+  Target(asio::io_context& ioc, std::shared_ptr<Endpoint> e, const HealthCheck& c, std::string h, std::string n)
+      : endpoint(std::move(e)), config(c), host(std::move(h)), node(std::move(n)),
+        state(c.healthy_threshold, c.unhealthy_threshold), timer(ioc), deadline(ioc), socket(ioc) {}
   std::shared_ptr<Endpoint> endpoint;
   HealthCheck config;
   std::string host;  // the Host of HTTP checks: the node's discovery name, else the address
+  std::string node;  // for the log
   HealthState state;
   asio::steady_timer timer;
   asio::steady_timer deadline;
@@ -58,7 +60,7 @@ void HealthChecker::update(const Snapshot& snap, const EndpointTable& table) {
         continue;
       }
       std::string host = discovery_name(snap.clusters()[i]);
-      auto t = std::make_shared<Target>(ioc_, e, *l->health_check, host.empty() ? e->text : host);
+      auto t = std::make_shared<Target>(ioc_, e, *l->health_check, host.empty() ? e->text : host, table[i]->node);
       next[e.get()] = t;
       schedule(t, std::chrono::milliseconds(0));  // a new endpoint is checked at once
     }
@@ -91,12 +93,21 @@ void HealthChecker::schedule(const std::shared_ptr<Target>& t, std::chrono::mill
 }
 
 void HealthChecker::probe(const std::shared_ptr<Target>& t) {
-  auto finish = [this, t](bool pass) {
+  auto finish = [this, t](bool pass, const std::string& why) {
     if (t->stopped) return;
     t->deadline.cancel();
     error_code ignored;
     t->socket.close(ignored);
-    t->endpoint->healthy.store(t->state.record(pass), std::memory_order_relaxed);
+    const bool was = t->endpoint->healthy.load(std::memory_order_relaxed);
+    const bool now = t->state.record(pass);
+    t->endpoint->healthy.store(now, std::memory_order_relaxed);
+    if (!t->done_once || now != was) {
+      log::write(log::Level::info, "health check: node " + t->node + " endpoint " + t->endpoint->text + " is " +
+                                       (now ? "healthy" : "unhealthy") + (pass ? "" : " (" + why + ")"));
+    } else {
+      log::write(log::Level::debug, "health check: node " + t->node + " endpoint " + t->endpoint->text + ": " +
+                                        (pass ? "passed" : "failed (" + why + ")"));
+    }
     t->done_once = true;
     static thread_local std::mt19937 rng(std::random_device{}());
     const auto interval = t->config.interval_millis;
@@ -104,32 +115,34 @@ void HealthChecker::probe(const std::shared_ptr<Target>& t) {
     schedule(t, std::chrono::milliseconds(interval + jitter));
   };
   auto finished = std::make_shared<bool>(false);
-  auto once = [finish, finished](bool pass) {
+  auto once = [finish, finished](bool pass, const std::string& why = {}) {
     if (*finished) return;
     *finished = true;
-    finish(pass);
+    finish(pass, why);
   };
   error_code ec;
   t->socket = tcp::socket(ioc_);
   t->deadline.expires_after(std::chrono::milliseconds(t->config.timeout_millis));
   t->deadline.async_wait([t, once](const error_code& e) {
     if (e) return;  // cancelled: the probe finished first
-    once(false);
+    once(false, "no answer within " + std::to_string(t->config.timeout_millis) + " ms");
   });
   t->socket.async_connect(tcp::endpoint(net::to_asio(t->endpoint->ip), t->endpoint->port), [t, once](const error_code& e) {
-    if (e) return once(false);
+    if (e) return once(false, "connect: " + e.message());
     if (t->config.protocol == Protocol::tcp) return once(true);
     // HTTP: GET path; a 200 passes.
     auto request = std::make_shared<std::string>("GET " + t->config.path.value_or("/") + " HTTP/1.1\r\nHost: " +
                                                  t->host + "\r\nUser-Agent: meshd-health-check\r\nConnection: close\r\n\r\n");
     asio::async_write(t->socket, asio::buffer(*request), [t, once, request](const error_code& we, std::size_t) {
-      if (we) return once(false);
+      if (we) return once(false, "write: " + we.message());
       t->buffer.assign(64, '\0');
       asio::async_read(t->socket, asio::buffer(t->buffer), asio::transfer_at_least(12),
                        [t, once](const error_code& re, std::size_t n) {
-                         if (re && n < 12) return once(false);
+                         if (re && n < 12) return once(false, "no HTTP response");
                          const std::string_view line(t->buffer.data(), n);
-                         once(line.substr(0, 7) == "HTTP/1." && line.substr(8, 4) == " 200");
+                         if (line.substr(0, 7) != "HTTP/1.") return once(false, "not an HTTP response");
+                         if (line.substr(8, 4) != " 200") return once(false, "HTTP" + std::string(line.substr(8, 4)));
+                         once(true);
                        });
     });
   });

@@ -5,6 +5,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "mesh/resilience.hpp"
+#include "net/log.hpp"
 
 namespace meshd::mesh {
 
@@ -58,6 +59,7 @@ std::size_t OutlierDetector::sweep(std::chrono::steady_clock::time_point now) {
       if (now >= e->ejected_until) {
         e->consecutive_5xx.store(0, std::memory_order_relaxed);
         e->ejected.store(false, std::memory_order_relaxed);  // its time is up: back in
+        log::write(log::Level::info, "outlier detection: node " + ce.node + " endpoint " + e->text + " is back");
       } else {
         ++ejected;
       }
@@ -68,7 +70,12 @@ std::size_t OutlierDetector::sweep(std::chrono::steady_clock::time_point now) {
       if (e->ejected.load(std::memory_order_relaxed)) continue;
       if (e->consecutive_5xx.load(std::memory_order_relaxed) < static_cast<std::uint64_t>(od.max_server_errors)) continue;
       ++e->ejections;
-      e->ejected_until = now + ejection_duration(od.base_ejection_duration.millis(), e->ejections);
+      const auto duration = ejection_duration(od.base_ejection_duration.millis(), e->ejections);
+      e->ejected_until = now + duration;
+      log::write(log::Level::info, "outlier detection: node " + ce.node + " endpoint " + e->text + " ejected for " +
+                                       std::to_string(duration.count()) + " ms after " +
+                                       std::to_string(e->consecutive_5xx.load(std::memory_order_relaxed)) +
+                                       " server errors in a row (ejection " + std::to_string(e->ejections) + ")");
       e->ejected.store(true, std::memory_order_relaxed);
       e->consecutive_5xx.store(0, std::memory_order_relaxed);
       ce.node_state->ejections_total.fetch_add(1, std::memory_order_relaxed);

@@ -189,10 +189,9 @@ std::string parse_run_options(const std::vector<std::string>& args, RunOptions& 
       if (!n || *n == 0 || *n > 256) return "--workers: expected 1..256, got '" + *v + "'";
       out.workers = static_cast<unsigned>(*n);
     } else if (a == "--log-level") {
-      if (*v != "trace" && *v != "debug" && *v != "info" && *v != "warning" && *v != "error" && *v != "off") {
-        return "--log-level: expected trace, debug, info, warning, error or off";
-      }
-      out.log_level = *v;
+      auto level = log::parse_level(*v);
+      if (!level) return "--log-level: expected trace, debug, info, warning, error or off, got '" + *v + "'";
+      out.log_level = *level;
     } else if (a == "--drain-timeout") {
       auto d = parse_duration(*v);
       if (!d) return "--drain-timeout: expected a duration like 20s";

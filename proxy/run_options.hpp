@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "net/log.hpp"
+
 namespace meshd::proxy {
 
 using std::chrono::milliseconds;
@@ -41,7 +43,7 @@ struct RunOptions {
   std::string admin = "127.0.0.1:9901";
   std::optional<std::string> stats;
   unsigned workers = 0;  // 0: default (affinity and cgroup quota)
-  std::string log_level = "info";
+  log::Level log_level = log::Level::info;
   milliseconds drain_timeout{20000};
   Limits limits;
 };

@@ -25,6 +25,7 @@
 #include "metrics/collector.hpp"
 #include "net/cpu.hpp"
 #include "net/listen.hpp"
+#include "net/log.hpp"
 #include "proxy/access_log.hpp"
 #include "proxy/capabilities.hpp"
 #include "proxy/cli.hpp"
@@ -62,15 +63,17 @@ class Server {
   explicit Server(const RunOptions& o) : opts_(o), started_(Clock::now()) {}
 
   int run() {
+    log::set_level(opts_.log_level);
     raise_open_files_limit();
     if (int rc = load(); rc != kExitOk) return rc;
     if (int rc = bind(); rc != kExitOk) return rc;
     for (std::size_t i = 0; i < workers_.size(); ++i) workers_[i]->start(egress_.release(i), ingress_.release(i));
     publish_view();
     admin_.start();
-    for (const auto& l : listeners_) std::cout << "meshd: listening " << l << "\n";
-    std::cout << "meshd: node " << opts_.node << " of mesh " << config_->mesh.name << ", " << workers_.size()
-              << (workers_.size() == 1 ? " worker" : " workers") << std::endl;
+    // The bound addresses are the start's result (SPEC §2): written at any log level.
+    for (const auto& l : listeners_) log::always(log::Level::info, "listening " + l);
+    log::write(log::Level::info, "node " + opts_.node + " of mesh " + config_->mesh.name + ", " +
+                                     std::to_string(workers_.size()) + (workers_.size() == 1 ? " worker" : " workers"));
 
     asio::signal_set signals(main_, SIGTERM, SIGINT);
     signals.async_wait([this](const error_code& ec, int) {
@@ -94,7 +97,7 @@ class Server {
     admin_.stop();
     for (auto& w : workers_) w->stop();
     workers_.clear();
-    std::cout << "meshd: stopped" << std::endl;
+    log::write(log::Level::info, "stopped");
     return kExitOk;
   }
 
@@ -140,7 +143,7 @@ class Server {
   int load() {
     Candidate c = try_load();
     if (!c.errors.empty()) {
-      std::cerr << c.errors;
+      std::cerr << c.errors << std::flush;  // the same lines as `meshd validate`, at any log level
       return kExitInvalid;
     }
     config_ = c.config;
@@ -149,29 +152,28 @@ class Server {
     loaded_at_ = now_rfc3339();
     config_version_ = 1;
     publish_state();
-    if (int rc = apply_node_settings(); rc != kExitOk) return rc;
+    if (std::string error = apply_node_settings(); !error.empty()) {
+      log::always(log::Level::error, error);
+      return kExitRuntime;
+    }
     registry_.set_snapshot(snap_);
     std::string error;
     resolver_ = std::make_unique<net::CaresResolver>(main_, opts_.limits.dns_resolvers, error);
     if (!error.empty()) {
-      std::cerr << "meshd: " << error << "\n";
+      log::always(log::Level::error, error);
       return kExitRuntime;
     }
     return kExitOk;
   }
 
   // The node's own settings: access log, connection-pool limit, rate limit. Shared by
-  // every worker; a reload replaces them for new requests.
-  int apply_node_settings() {
+  // every worker; a reload replaces them for new requests. Returns an error, or empty.
+  std::string apply_node_settings() {
     const auto& node = snap_->node();
+    std::string error;
     access_log_.reset();
     if (node.spec.logging && node.spec.logging->access_log) {
-      std::string error;
       access_log_ = AccessLog::open(node.spec.logging->access_log->path, error);
-      if (!access_log_) {
-        std::cerr << "meshd: " << error << "\n";
-        return kExitRuntime;
-      }
     }
     app_limit_.reset();
     rate_limit_.reset();
@@ -190,7 +192,7 @@ class Server {
                                                           : std::chrono::nanoseconds(std::chrono::minutes(1)));
       }
     }
-    return kExitOk;
+    return error;  // the limits above apply even when the access log could not be opened
   }
 
   // What the admin thread shows of the loaded configuration (it never touches the
@@ -227,8 +229,8 @@ class Server {
       last_error_ = c.errors;
       last_error_at_ = now_rfc3339();
       publish_state();
-      std::cerr << "meshd: reload (" << why << ") failed; keeping config_version " << config_version_ << ":\n"
-                << c.errors;
+      log::write(log::Level::warning, std::string("reload (") + why + ") failed; keeping config_version " +
+                                          std::to_string(config_version_) + ":\n" + c.errors);
       return {false, true, c.errors};
     }
     config_ = c.config;
@@ -239,7 +241,10 @@ class Server {
     ++reloads_success_;
     last_error_.clear();
     last_error_at_.clear();
-    if (apply_node_settings() != kExitOk) access_log_.reset();  // the rest of the reload stands
+    if (std::string error = apply_node_settings(); !error.empty()) {
+      // The rest of the reload stands.
+      log::write(log::Level::warning, "reload: " + error + " (no access log until a reload can open it)");
+    }
     registry_.set_snapshot(snap_);  // endpoints that remain keep their state
     publish_view();
     publish_state();
@@ -247,7 +252,7 @@ class Server {
     registry_.refresh(*resolver_, [this] {
       if (registry_.table() != view_.load()->endpoints) publish_view();
     });
-    std::cout << "meshd: reloaded (" << why << "), config_version " << config_version_ << std::endl;
+    log::write(log::Level::info, std::string("reloaded (") + why + "), config_version " + std::to_string(config_version_));
     return {true, true, "reloaded: config_version " + std::to_string(config_version_) + "\n"};
   }
 
@@ -260,13 +265,13 @@ class Server {
     const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
     const int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (fd < 0) {
-      std::cerr << "meshd: cannot watch " << dir << " (reload with SIGHUP or POST /reload)\n";
+      log::write(log::Level::warning, "cannot watch " + dir + " (reload with SIGHUP or POST /reload)");
       return;
     }
     if (inotify_add_watch(fd, dir.c_str(),
                           IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB) < 0) {
       ::close(fd);
-      std::cerr << "meshd: cannot watch " << dir << " (reload with SIGHUP or POST /reload)\n";
+      log::write(log::Level::warning, "cannot watch " + dir + " (reload with SIGHUP or POST /reload)");
       return;
     }
     watch_fd_ = std::make_unique<asio::posix::stream_descriptor>(main_, fd);
@@ -315,7 +320,7 @@ class Server {
   }
 
   int bind_error(const char* what, const std::string& address, const std::error_code& ec) {
-    std::cerr << "meshd: cannot listen for " << what << " on " << address << ": " << ec.message() << "\n";
+    log::always(log::Level::error, std::string("cannot listen for ") + what + " on " + address + ": " + ec.message());
     return kExitRuntime;
   }
 
@@ -419,7 +424,7 @@ class Server {
   void begin_drain() {
     if (draining_.exchange(true)) return;
     ready_ = false;
-    std::cout << "meshd: draining" << std::endl;
+    log::write(log::Level::info, "draining");
     for (auto& w : workers_) w->begin_drain();
     drain_started_ = Clock::now();
     drain_check();

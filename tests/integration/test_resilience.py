@@ -145,6 +145,8 @@ class Outliers(Base):
         self.assertFalse(ejected[f"127.0.0.1:{self.b.port}"])
         self.assertEqual(m.metric("meshd_outlier_ejections_total", target_virtual_node="b"), 1)
         self.assertEqual(m.metric("meshd_outlier_ejected_endpoints", target_virtual_node="b"), 1)
+        self.assertRegex(m.stdout(), r"meshd: outlier detection: node b endpoint 127\.0\.0\.1:%d ejected for 30000 ms "
+                                     r"after \d+ server errors in a row \(ejection 1\)" % self.a.port)
 
     def test_at_most_the_percentage(self):
         self.a.force_status = 500

@@ -617,6 +617,49 @@ class Discovery(Base):
             dns.close()
 
 
+    def test_log_levels(self):
+        # meshd's own log: info (the default) has health transitions and reloads,
+        # warnings (stderr) have discovery failures, debug adds each discovery answer;
+        # at `error` none of them, but the bound addresses are still printed.
+        dns = FakeDns()
+        try:
+            dns.records["v1.test"] = ["127.0.0.1"]
+            dead = "protocol: http}}]\n      serviceDiscovery: {static: {endpoints: [{address: 127.0.0.1, port: 1}]}}"
+            text = self.mesh("v1.test").replace(dead, dead.replace(
+                "protocol: http}}]", "protocol: http}, healthCheck: {protocol: tcp, healthyThreshold: 2, "
+                "unhealthyThreshold: 2, timeoutMillis: 2000, intervalMillis: 5000}}]"))
+            self.assertIn("protocol: tcp", text)
+            args = ["--set", f"dns_resolvers=127.0.0.1:{dns.port}", "--set", "dns_refresh=200ms"]
+            unhealthy = "meshd: health check: node dead endpoint 127.0.0.1:1 is unhealthy (connect: Connection refused)"
+            answer = "meshd: discovery: node v1: v1.test -> 127.0.0.1:%d" % self.v1.port
+            info = self.start(text, extra_args=args)
+            debug = self.start(text, extra_args=args + ["--log-level", "debug"])
+            quiet = self.start(text, extra_args=args + ["--log-level", "error"])
+            for m in (info, debug, quiet):
+                self.assertTrue(m.wait_ready())
+                self.assertEqual(m.admin("/reload", method="POST")[0], 200)
+            dns.records["v1.test"] = "SERVFAIL"
+            time.sleep(0.8)  # a few refreshes: the failure is logged once, not per refresh
+            out, err = info.stdout(), info.stderr()
+            self.assertIn(unhealthy, out)
+            self.assertIn("meshd: reloaded (POST /reload), config_version 2", out)
+            self.assertNotIn(answer, out)
+            self.assertEqual(err.count("meshd: discovery: node v1: v1.test: "), 1, err)
+            self.assertIn("(keeping the last answer)", err)
+            self.assertIn(answer, debug.stdout())
+            self.assertIn(unhealthy, debug.stdout())
+            out, err = quiet.stdout(), quiet.stderr()
+            self.assertIn("meshd: listening egress 127.0.0.1:", out)
+            for line in (unhealthy, "reloaded", "meshd: node client", "discovery"):
+                self.assertNotIn(line, out + err)
+        finally:
+            dns.close()
+        r = subprocess.run([harness.MESHD, "run", "--mesh", "x.yaml", "--node", "n", "--log-level", "loud"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--log-level: expected trace, debug, info, warning, error or off, got 'loud'", r.stderr)
+
+
 class Admin(Base):
     def test_server_info_ready_clusters_config_dump(self):
         m = self.start()

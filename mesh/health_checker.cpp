@@ -101,7 +101,9 @@ void HealthChecker::probe(const std::shared_ptr<Target>& t) {
     const bool was = t->endpoint->healthy.load(std::memory_order_relaxed);
     const bool now = t->state.record(pass);
     t->endpoint->healthy.store(now, std::memory_order_relaxed);
-    if (!t->done_once || now != was) {
+    // Transitions are worth a line; a new endpoint's first pass only at debug (a mesh
+    // with many endpoints would otherwise log each one at start).
+    if (t->done_once ? now != was : !now) {
       log::write(log::Level::info, "health check: node " + t->node + " endpoint " + t->endpoint->text + " is " +
                                        (now ? "healthy" : "unhealthy") + (pass ? "" : " (" + why + ")"));
     } else {

@@ -95,6 +95,9 @@ class HealthChecks(Base):
             seen.add(header(self.get(m)[1], "X-Upstream"))
             time.sleep(0.1)
         self.assertIn("b", seen)
+        out = m.stdout()
+        self.assertIn("meshd: health check: node b endpoint 127.0.0.1:%d is unhealthy (HTTP 503)" % self.b.port, out)
+        self.assertIn("meshd: health check: node b endpoint 127.0.0.1:%d is healthy" % self.b.port, out)
         hc = [r for r in self.b.requests if r["path"] == "/health"]
         self.assertGreaterEqual(len(hc), 2)
         self.assertEqual(header(hc[0]["headers"], "User-Agent"), "meshd-health-check")

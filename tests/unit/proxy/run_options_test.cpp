@@ -74,6 +74,26 @@ TEST_CASE("run options: flags, defaults and usage errors") {
   CHECK_FALSE(parse_run_options({"--mesh", "m.yaml", "--node", "n", "--frobnicate", "1"}, s).empty());
 }
 
+TEST_CASE("--log-level: the names, and which lines each level lets through") {
+  RunOptions o;
+  CHECK(o.log_level == meshd::log::Level::info);
+  CHECK(parse_run_options({"--mesh", "m.yaml", "--node", "n", "--log-level", "debug"}, o).empty());
+  CHECK(o.log_level == meshd::log::Level::debug);
+  CHECK(parse_run_options({"--mesh", "m.yaml", "--node", "n", "--log-level", "chatty"}, o).find("chatty") !=
+        std::string::npos);
+  for (const char* name : {"trace", "debug", "info", "warning", "error", "off"}) CHECK(meshd::log::parse_level(name));
+  meshd::log::set_level(meshd::log::Level::warning);
+  CHECK_FALSE(meshd::log::enabled(meshd::log::Level::info));
+  CHECK(meshd::log::enabled(meshd::log::Level::warning));
+  CHECK(meshd::log::enabled(meshd::log::Level::error));
+  meshd::log::set_level(meshd::log::Level::off);
+  CHECK_FALSE(meshd::log::enabled(meshd::log::Level::error));
+  meshd::log::set_level(meshd::log::Level::trace);
+  CHECK(meshd::log::enabled(meshd::log::Level::trace));
+  CHECK_FALSE(meshd::log::enabled(meshd::log::Level::off));  // `off` is a threshold, never a line's level
+  meshd::log::set_level(meshd::log::Level::info);
+}
+
 TEST_CASE("the node comes from App Mesh's environment variables, in their order") {
   {
     EnvGuard arn("APPMESH_RESOURCE_ARN", "arn:aws:appmesh:us-west-2:123456789012:mesh/shop/virtualNode/cart");

@@ -1,5 +1,6 @@
 // Virtual nodes and virtual gateways: listeners, TLS, discovery, backends, logging.
 #include "mesh/loader_parts.hpp"
+#include "mesh/access_log_format.hpp"
 
 namespace meshd::mesh::detail {
 namespace {
@@ -396,6 +397,12 @@ std::optional<ServiceDiscovery> read_service_discovery(Reader& r, const YAML::No
   return out;
 }
 
+// An Envoy format string that meshd cannot render is an error, as Envoy rejected it.
+void check_log_format(Reader& r, const YAML::Node& at, const std::string& text) {
+  std::string error;
+  if (!text.empty() && !parse_log_template(text, error)) r.error(at, error);
+}
+
 std::optional<Logging> read_logging(Reader& r, const YAML::Node& n) {
   MapReader m(r, n, {"accessLog"});
   Logging out;
@@ -416,14 +423,21 @@ std::optional<Logging> read_logging(Reader& r, const YAML::Node& n) {
                 MapReader em(r, e, {"key", "value"});
                 JsonFormatEntry je;
                 em.required("key", [&](const YAML::Node& s) { je.key = r.string(s, 1, 100).value_or(""); });
-                em.required("value", [&](const YAML::Node& s) { je.value = r.string(s, 1, 100).value_or(""); });
+                em.required("value", [&](const YAML::Node& s) {
+                  je.value = r.string(s, 1, 100).value_or("");
+                  check_log_format(r, s, je.value);
+                });
                 entries.push_back(je);
               });
               format.kind = std::move(entries);
             });
             break;
           case 1:
-            fmm.optional("text", [&](const YAML::Node& s) { format.kind = r.string(s, 1, 1000).value_or(""); });
+            fmm.optional("text", [&](const YAML::Node& s) {
+              auto text = r.string(s, 1, 1000).value_or("");
+              check_log_format(r, s, text);
+              format.kind = std::move(text);
+            });
             break;
           default:
             break;

@@ -350,6 +350,7 @@ awaitable<RequestLifecycle::Failure> RequestLifecycle::send_request(UpstreamConn
              : piece.kind == DownstreamConnection::BodyPiece::Kind::timeout ? Failure::downstream_timeout
                                                                             : Failure::downstream_closed;
     }
+    bytes_received_ += piece.data.size();
     if (!body_overflow_ && kept_body_.size() + piece.data.size() <= worker_.limits().retry_buffer_bytes) {
       kept_body_.append(piece.data);
     } else {
@@ -510,6 +511,7 @@ awaitable<RequestLifecycle::Failure> RequestLifecycle::read_first_body_piece() {
   using Kind = DownstreamConnection::BodyPiece::Kind;
   switch (piece.kind) {
     case Kind::data:
+      bytes_received_ += piece.data.size();
       kept_body_.append(piece.data);
       if (kept_body_.size() > worker_.limits().retry_buffer_bytes) body_overflow_ = true;
       co_return Failure::none;
@@ -579,6 +581,7 @@ awaitable<void> RequestLifecycle::forward() {
       co_return;
     }
     tried.push_back(ep.get());
+    upstream_ = ep;  // for the access log
     mesh::NodeState* node_state = nullptr;
     if (!target_.to_app && !target_.outside_mesh && target_.cluster < view_->endpoints->size()) {
       node_state = (*view_->endpoints)[target_.cluster]->node_state.get();
@@ -667,6 +670,7 @@ awaitable<void> RequestLifecycle::forward() {
       co_return;
     }
     const int status = up->parser.head().status;
+    keep_logged_response_headers(up->parser.head());
     report_outcome(*ep, status >= 500);
     if (target_.retry.retries_status(status) && can_retry_now(replayable_now)) {
       up.reset();  // not reading the rest of this response: the connection cannot be reused
@@ -707,10 +711,32 @@ void RequestLifecycle::record() {
   const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
   stats.durations[{conn_.direction(), service, node}].observe(seconds);
   if (view_->access_log) {
-    view_->access_log->write(AccessLogEntry{conn_.direction(), head_, path_, host_, conn_.status_sent,
-                                            conn_.bytes_sent, seconds, *service, *route, *node, flag_, retries_,
-                                            request_id_.empty() ? head_.get("x-request-id").value_or("")
-                                                                : std::string_view(request_id_)});
+    AccessLogEntry e{conn_.direction(), head_, path_, host_, conn_.status_sent,
+                     conn_.bytes_sent, seconds, *service, *route, *node, flag_, retries_,
+                     request_id_.empty() ? head_.get("x-request-id").value_or("") : std::string_view(request_id_)};
+    e.bytes_received = bytes_received_;
+    if (upstream_) e.upstream_host = upstream_->text;
+    e.remote_ip = conn_.peer();
+    if (!response_values_.empty()) e.response_headers = &response_values_;
+    std::string remote, local;
+    if (view_->access_log->needs_addresses()) {
+      error_code ec;
+      if (auto r = conn_.socket().remote_endpoint(ec); !ec) remote = net::endpoint_text(net::from_asio(r.address()), r.port());
+      if (auto l = conn_.socket().local_endpoint(ec); !ec) local = net::endpoint_text(net::from_asio(l.address()), l.port());
+      e.remote_address = remote;
+      e.local_address = local;
+    }
+    view_->access_log->write(e);
+  }
+}
+
+void RequestLifecycle::keep_logged_response_headers(const MessageHead& response) {
+  if (!view_->access_log) return;
+  const auto& names = view_->access_log->response_header_names();
+  if (names.empty()) return;
+  response_values_.assign(names.size(), std::string());
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (auto v = response.get(names[i])) response_values_[i] = std::string(*v);
   }
 }
 

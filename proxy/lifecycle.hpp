@@ -54,6 +54,7 @@ class RequestLifecycle {
   awaitable<void> answer_downstream_failure(Failure f);
   awaitable<void> reply(LocalReply r, std::string_view detail, bool close = false);
   void record();
+  void keep_logged_response_headers(const MessageHead& response);
 
   DownstreamConnection& conn_;
   Worker& worker_;
@@ -76,6 +77,11 @@ class RequestLifecycle {
   std::uint32_t retries_ = 0;
   bool holds_app_slot_ = false;
   std::string_view flag_;  // access-log response flag
+  // For the access log: body bytes read, the endpoint last tried, and the response
+  // header values an access log format asks for (AccessLog::response_header_names).
+  std::uint64_t bytes_received_ = 0;
+  std::shared_ptr<mesh::Endpoint> upstream_;
+  std::vector<std::string> response_values_;
 };
 
 }  // namespace meshd::proxy

@@ -25,8 +25,13 @@ struct LocalReplyInfo {
   int status;
   std::string_view code;     // the x-meshd-error value and the access-log flag's name
   std::string_view summary;  // the start of the text/plain body
+  std::string_view envoy_flag;  // Envoy's %RESPONSE_FLAGS% for it (access log formats)
 };
 
 const LocalReplyInfo& info(LocalReply r);
+
+// Envoy's short response flag for an access-log flag of meshd's (a local reply code or
+// a failure kind such as "retries_exhausted"); "-" for none.
+std::string_view envoy_response_flag(std::string_view meshd_flag);
 
 }  // namespace meshd::proxy

@@ -173,7 +173,7 @@ class Server {
     std::string error;
     access_log_.reset();
     if (node.spec.logging && node.spec.logging->access_log) {
-      access_log_ = AccessLog::open(node.spec.logging->access_log->path, error);
+      access_log_ = AccessLog::open(node.spec.logging->access_log->path, node.spec.logging->access_log->format, error);
     }
     app_limit_.reset();
     rate_limit_.reset();

@@ -716,6 +716,69 @@ class Admin(Base):
         self.assertTrue(any('" 403 egress_denied ' in l for l in lines), lines)
 
 
+class AccessLogFormats(Base):
+    """App Mesh's logging.accessLog.file.format: Envoy format strings, as text or JSON."""
+
+    def with_format(self, fmt):
+        text = canary_mesh(self.v1.port, self.v2.port)
+        plain = "logging: {accessLog: {file: {path: ACCESS_LOG}}}"
+        self.assertIn(plain, text)
+        return text.replace(plain, "logging: {accessLog: {file: {path: ACCESS_LOG, format: %s}}}" % fmt)
+
+    def lines(self, n):
+        for _ in range(100):  # bounded: a line is written just after the response
+            with open(self.access_log) as f:
+                lines = f.read().splitlines()
+            if len(lines) >= n:
+                return lines
+            time.sleep(0.02)
+        return lines
+
+    def test_text(self):
+        m = self.start(self.with_format(
+            '{text: "texttestingtesting %PROTOCOL%:%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %UPSTREAM_HOST% '
+            '%UPSTREAM_CLUSTER% %ROUTE_NAME% %REQ(:METHOD)% %REQ(:PATH)% %REQ(x-missing?user-agent)% '
+            '%RESP(x-upstream)% %REQ(user-agent):3%\\n"}'))
+        s, _, _ = self.egress(m, "/fmt?q=1", headers={"x-beta": "yes", "User-Agent": "tester"}, method="POST",
+                              body=b"hello")
+        self.assertEqual(s, 200)
+        self.assertEqual(self.egress(m, "/", host="example.com", headers={"User-Agent": "tester"})[0], 403)
+        lines = self.lines(2)
+        self.assertEqual(lines[0], "texttestingtesting HTTP/1.1:200 - 5 127.0.0.1:%d v2 beta POST /fmt?q=1 tester v2 tes"
+                         % self.v2.port)
+        self.assertEqual(lines[1], "texttestingtesting HTTP/1.1:403 NR 0 - - - GET / tester - tes")
+
+    def test_json(self):
+        m = self.start(self.with_format(
+            '{json: [{key: code, value: "%RESPONSE_CODE%"}, {key: flags, value: "%RESPONSE_FLAGS%"}, '
+            '{key: details, value: "%RESPONSE_CODE_DETAILS%"}, {key: upstream, value: "%UPSTREAM_HOST%"}, '
+            '{key: start, value: "%START_TIME%"}, {key: line, value: "%REQ(:METHOD)% %REQ(:PATH)%"}, '
+            '{key: from, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}, {key: peer, value: "%DOWNSTREAM_REMOTE_ADDRESS%"}, '
+            '{key: local, value: "%DOWNSTREAM_LOCAL_ADDRESS%"}, {key: served_by, value: "%RESP(x-upstream)%"}, '
+            '{key: ms, value: "%DURATION%"}, {key: "quote\\"d", value: "%REQ(x-q)%"}]}'))
+        self.assertEqual(self.egress(m, "/j", headers={"x-beta": "yes", "x-q": 'a"b'})[0], 200)
+        self.assertEqual(self.egress(m, "/", host="example.com")[0], 403)
+        self.assertEqual(self.egress(m, "/flaky/json/9")[0], 503)
+        import json as _json
+        records = [_json.loads(l) for l in self.lines(3)]
+        ok, denied, exhausted = records
+        self.assertEqual(ok["code"], 200)  # a lone numeric operator stays a number
+        self.assertIsNone(ok["details"])   # no value: null
+        self.assertEqual(ok["flags"], "-")
+        self.assertEqual(ok["upstream"], "127.0.0.1:%d" % self.v2.port)
+        self.assertRegex(ok["start"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertEqual(ok["line"], "GET /j")
+        self.assertEqual(ok["from"], "127.0.0.1")
+        self.assertRegex(ok["peer"], r"^127\.0\.0\.1:\d+$")
+        self.assertEqual(ok["local"], "127.0.0.1:%d" % m.port("egress"))
+        self.assertEqual(ok["served_by"], "v2")
+        self.assertIsInstance(ok["ms"], int)
+        self.assertEqual(ok['quote"d'], 'a"b')
+        self.assertEqual((denied["code"], denied["flags"], denied["details"], denied["upstream"]),
+                         (403, "NR", "egress_denied", None))
+        self.assertEqual((exhausted["code"], exhausted["flags"], exhausted["details"]), (503, "URX", "retries_exhausted"))
+
+
 class Lifecycle(Base):
     def test_idle_connections_park_and_come_back(self):
         # Keep-alive connections idle longer than 250 ms are parked (no coroutine, no

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "mesh/access_log_format.hpp"
 #include "mesh/loader.hpp"
 
 namespace fs = std::filesystem;
@@ -138,4 +139,36 @@ TEST_CASE("the model keeps what the file says and defaults stay unset") {
   CHECK(canary.http.retry_policy->per_retry_timeout.millis().count() == 2000);
   CHECK(canary.http.action.weighted_targets.at(1).weight == 10);
   CHECK(result.sha256.size() == 64);
+}
+
+TEST_CASE("access log formats: Envoy command operators, arguments and lengths") {
+  using meshd::mesh::LogField;
+  std::string error;
+  auto t = meshd::mesh::parse_log_template(
+      "[%START_TIME(%Y %3f)%] \"%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESP(Server):5%%BYTES_SENT%\n",
+      error);
+  REQUIRE(t);
+  CHECK(error.empty());
+  REQUIRE(t->size() == 10);
+  CHECK((*t)[0].text == "[");
+  CHECK((*t)[1].field == LogField::start_time);
+  CHECK((*t)[1].text == "%Y %3f");
+  CHECK((*t)[2].text == "] \"");
+  CHECK((*t)[3].field == LogField::request_header);
+  CHECK((*t)[3].header == "x-envoy-original-path");
+  CHECK((*t)[3].alternate == ":path");
+  CHECK((*t)[5].field == LogField::response_code);
+  CHECK((*t)[7].field == LogField::response_header);
+  CHECK((*t)[7].header == "server");
+  CHECK((*t)[7].max_length == 5);
+  CHECK((*t)[8].field == LogField::bytes_sent);  // two operators back to back
+  CHECK((*t)[9].text == "\n");
+  CHECK(meshd::mesh::numeric(LogField::duration));
+  CHECK_FALSE(meshd::mesh::numeric(LogField::upstream_host));
+  for (const char* bad : {"%NOPE%", "%REQ%", "%REQ(a b)%", "%REQ(x", "%PROTOCOL(x)%", "%DURATION:0%", "%DURATION",
+                          "50%", "%%"}) {
+    std::string e;
+    CHECK_FALSE(meshd::mesh::parse_log_template(bad, e));
+    CHECK_FALSE(e.empty());
+  }
 }

@@ -74,7 +74,7 @@ TEST_CASE("run options: flags, defaults and usage errors") {
   CHECK_FALSE(parse_run_options({"--mesh", "m.yaml", "--node", "n", "--frobnicate", "1"}, s).empty());
 }
 
-TEST_CASE("--log-level: the names, and which lines each level lets through") {
+TEST_CASE("log levels: the --log-level names, and which lines each level lets through") {
   RunOptions o;
   CHECK(o.log_level == meshd::log::Level::info);
   CHECK(parse_run_options({"--mesh", "m.yaml", "--node", "n", "--log-level", "debug"}, o).empty());

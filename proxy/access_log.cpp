@@ -4,10 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 
+#include "proxy/json.hpp"
 #include "proxy/local_reply.hpp"
 
 namespace meshd::proxy {
@@ -40,28 +42,6 @@ std::string format_time(const timespec& ts, std::string_view fmt) {
   char buf[256];
   const std::size_t n = std::strftime(buf, sizeof buf, expanded.c_str(), &utc);
   return std::string(buf, n);
-}
-
-void json_string(std::string& out, std::string_view s) {
-  out += '"';
-  for (const unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char esc[8];
-          std::snprintf(esc, sizeof esc, "\\u%04x", c);
-          out += esc;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
 }
 
 // When the request started: `seconds` before now.
@@ -214,32 +194,35 @@ std::string AccessLog::format(const AccessLogEntry& e) const {
       // the next one, so meshd ends each line.
       if (line.empty() || line.back() != '\n') line += '\n';
       return line;
-    case Kind::json:
-      line += '{';
-      for (std::size_t i = 0; i < json_.size(); ++i) {
-        if (i > 0) line += ',';
-        json_string(line, json_[i].first);
-        line += ':';
-        const auto& t = json_[i].second;
+    case Kind::json: {
+      Json j;
+      j.begin_object();
+      for (const auto& [key, t] : json_) {
+        j.key(key);
         if (t.size() == 1 && t[0].field != mesh::LogField::literal) {
           // A lone operator keeps its type: a number, or null when it has no value.
           std::string v = value(t[0], e);
           if (t[0].max_length > 0 && v.size() > t[0].max_length) v.resize(t[0].max_length);
+          std::int64_t number = 0;
           if (v.empty()) {
-            line += "null";
-          } else if (mesh::numeric(t[0].field)) {
-            line += v;
+            j.null();
+          } else if (mesh::numeric(t[0].field) &&
+                     std::from_chars(v.data(), v.data() + v.size(), number).ec == std::errc()) {
+            j.value(number);
           } else {
-            json_string(line, v);
+            j.value(v);
           }
         } else {
-          std::string s;
-          render(t, e, s);
-          json_string(line, s);
+          std::string text;
+          render(t, e, text);
+          j.value(text);
         }
       }
-      line += "}\n";
+      j.end_object();
+      line = j.str();
+      line += '\n';
       return line;
+    }
   }
   return line;
 }

@@ -98,6 +98,22 @@ class Deploy(unittest.TestCase):
             os.unlink(f.name)
 
 
+class Demo(unittest.TestCase):
+    def test_readme_first_command_runs_the_canary_demo(self):
+        # scripts/demo.sh --once with the binary under test (no install, no build): two
+        # demo apps and a sidecar on the example canary mesh, on the demo's fixed
+        # loopback ports; 200 requests split about 90/10, the header route to v2.
+        env = dict(os.environ, MESHD_BINARY=os.path.abspath(MESHD))
+        r = subprocess.run(["bash", os.path.join(SOURCE, "scripts/demo.sh"), "--once"], cwd=SOURCE, env=env,
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        split = {m.group(1): int(m.group(2)) for m in re.finditer(r"^  (user-service v\d): (\d+) ", r.stdout, re.M)}
+        self.assertEqual(sum(split.values()), 200, r.stdout)
+        self.assertTrue(160 <= split.get("user-service v1", 0) <= 195, split)  # 90 % ± 3.4 sigma
+        self.assertIn("with x-beta-user: true (route 'beta'): user-service v2", r.stdout)
+        self.assertIn("curl http://127.0.0.1:9901/metrics", r.stdout)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--meshd", required=True)

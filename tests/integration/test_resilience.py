@@ -151,6 +151,25 @@ class Outliers(Base):
         self.assertRegex(m.stdout(), r"meshd: outlier detection: node b endpoint 127\.0\.0\.1:%d ejected for 30000 ms "
                                      r"after \d+ server errors in a row \(ejection 1\)" % self.a.port)
 
+    def test_ejection_survives_a_reload(self):
+        # Endpoints that remain after a reload keep their state: an ejected one stays
+        # out (a fresh endpoint would be usable at once).
+        self.a.force_status = 500
+        text = mesh([self.a.port, self.b.port], self.OD)
+        m = self.start(text)
+        for _ in range(6):
+            self.get(m)
+        time.sleep(0.3)
+        self.assertTrue({e["address"]: e["ejected"] for e in self.clusters(m)}[f"127.0.0.1:{self.a.port}"])
+        with open(m.mesh_path, "w") as f:
+            f.write(text.replace("prefix: /}", "prefix: /, headers: [{name: x-any, invert: true, match: {exact: x}}]}"))
+        status, _, body = m.admin("/reload", method="POST")
+        self.assertEqual(status, 200, body)
+        self.assertIn(b"config_version 2", body)
+        self.assertTrue({e["address"]: e["ejected"] for e in self.clusters(m)}[f"127.0.0.1:{self.a.port}"])
+        for _ in range(10):
+            self.assertEqual(header(self.get(m)[1], "X-Upstream"), "b")
+
     def test_at_most_the_percentage(self):
         self.a.force_status = 500
         self.b.force_status = 500

@@ -5,6 +5,7 @@ bounded."""
 import json
 import os
 import re
+import shutil
 import socket
 import socketserver
 import struct
@@ -337,6 +338,7 @@ class Meshd:
         for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer"):
             test.assertNotIn(marker, err, err)
         test.assertEqual(code, 0, err)
+        shutil.rmtree(self.dir, ignore_errors=True)  # kept when a check above failed
 
     def stop(self, timeout=10):
         if self.proc.poll() is None:

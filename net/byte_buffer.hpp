@@ -6,6 +6,7 @@
 // Buffers of exactly kBlock bytes (every socket read asks for one) come from a small
 // per-thread cache: a request takes and gives back two of them (a downstream read, an
 // upstream read), and a 16 KiB allocation bypasses malloc's fast per-thread caches.
+// Buffers of kLargeBlock (response bodies) have a cache of their own.
 #include <cstddef>
 #include <cstring>
 #include <string_view>
@@ -18,6 +19,9 @@ class ByteBuffer {
   static constexpr std::size_t kBlock = 16 * 1024;
   // Blocks kept per thread for reuse (256 KiB).
   static constexpr std::size_t kCachedBlocks = 16;
+  // Response bodies are read in pieces of this size (a 16 KiB buffer grows to it).
+  static constexpr std::size_t kLargeBlock = 64 * 1024;
+  static constexpr std::size_t kCachedLargeBlocks = 4;  // 256 KiB per thread
 
   ByteBuffer() = default;
   ByteBuffer(const ByteBuffer&) = delete;
@@ -80,8 +84,9 @@ class ByteBuffer {
   }
   std::size_t capacity() const { return capacity_; }
 
-  // Blocks in this thread's cache (for tests).
+  // Blocks in this thread's caches (for tests).
   static std::size_t cached_blocks();
+  static std::size_t cached_large_blocks();
 
  private:
   static char* allocate(std::size_t n);

@@ -66,3 +66,27 @@ TEST_CASE("byte buffer: socket-read blocks are reused through a bounded per-thre
     CHECK(ByteBuffer::cached_blocks() == ByteBuffer::kCachedBlocks);
   }).join();
 }
+
+TEST_CASE("byte buffer: a head-sized buffer grows to a response-body block, which has a cache of its own") {
+  std::thread([] {
+    CHECK(ByteBuffer::cached_large_blocks() == 0);
+    {
+      ByteBuffer a;
+      a.prepare(ByteBuffer::kBlock);  // a head read
+      a.prepare(ByteBuffer::kLargeBlock);  // then a body read: 16 KiB doubles to 64 KiB
+      CHECK(a.capacity() == ByteBuffer::kLargeBlock);
+      CHECK(ByteBuffer::cached_blocks() == 1);  // the 16 KiB block went back
+      a.release_if_empty();
+      CHECK(ByteBuffer::cached_large_blocks() == 1);
+      ByteBuffer b;
+      b.prepare(ByteBuffer::kLargeBlock);  // taken from the large cache
+      CHECK(ByteBuffer::cached_large_blocks() == 0);
+    }
+    CHECK(ByteBuffer::cached_large_blocks() == 1);
+    {
+      std::vector<ByteBuffer> many(ByteBuffer::kCachedLargeBlocks + 3);
+      for (auto& m : many) m.prepare(ByteBuffer::kLargeBlock);
+    }
+    CHECK(ByteBuffer::cached_large_blocks() == ByteBuffer::kCachedLargeBlocks);  // bounded
+  }).join();
+}

@@ -9,13 +9,12 @@ request and requests per second of each. Use it to tell a regression from noise:
 """
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import tempfile
 
-from compare import cpu_seconds, free_port, wait_port
+from compare import cpu_seconds, free_port, wait_port, write_bench_mesh
 
 
 def main():
@@ -33,41 +32,29 @@ def main():
     procs = []
     try:
         upstream_port = int(up.stdout.readline())
-        mesh = os.path.join(tmp, "mesh.yaml")
-        with open(mesh, "w") as f:
-            f.write(f"""mesh: {{name: bench}}
-virtualNodes:
-  - name: bench
-    spec: {{backends: [{{virtualService: {{virtualServiceName: svc.local}}}}]}}
-  - name: origin
-    spec:
-      listeners: [{{portMapping: {{port: 8080, protocol: http}}}}]
-      serviceDiscovery: {{static: {{endpoints: [{{address: 127.0.0.1, port: {upstream_port}}}]}}}}
-virtualServices:
-  - {{name: svc.local, spec: {{provider: {{virtualNode: {{virtualNodeName: origin}}}}}}}}
-""")
+        mesh = write_bench_mesh(tmp, upstream_port)
         for binary in args.binaries:
             port = free_port()
             p = subprocess.Popen(["taskset", "-c", "0", binary, "run", "--mesh", mesh, "--node", "bench", "--workers", "1",
                                   "--egress-port", str(port), "--ingress-port", "0", "--admin", "127.0.0.1:0"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append((binary, p, port))
+            procs.append((len(procs), p, port))
             wait_port(port)
-        cpu = {b: [] for b in args.binaries}
-        rps = {b: [] for b in args.binaries}
+        cpu = [[] for _ in args.binaries]  # by position: the same binary may be given twice
+        rps = [[] for _ in args.binaries]
         for rnd in range(args.rounds):
-            for binary, p, port in (procs if rnd % 2 == 0 else list(reversed(procs))):
+            for i, p, port in (procs if rnd % 2 == 0 else list(reversed(procs))):
                 c0 = cpu_seconds(p.pid)
                 out = subprocess.run(["taskset", "-c", "1", args.bench, "--quiet", "--json", "-d", str(args.seconds),
                                       "-c", str(args.connections), "--connect", f"127.0.0.1:{port}",
                                       f"http://svc.local{args.path}"],
                                      capture_output=True, text=True, timeout=args.seconds + 60).stdout
                 r = json.loads(out)
-                cpu[binary].append((cpu_seconds(p.pid) - c0) * 1e6 / max(1, r["requests"]))
-                rps[binary].append(r["throughput"])
-        for b in args.binaries:
-            print(f"{b}: median {statistics.median(cpu[b]):.1f} µs/req (runs {min(cpu[b]):.1f}–{max(cpu[b]):.1f}), "
-                  f"median {statistics.median(rps[b]):.0f} req/s")
+                cpu[i].append((cpu_seconds(p.pid) - c0) * 1e6 / max(1, r["requests"]))
+                rps[i].append(r["throughput"])
+        for i, b in enumerate(args.binaries):
+            print(f"{b}: median {statistics.median(cpu[i]):.1f} µs/req (runs {min(cpu[i]):.1f}–{max(cpu[i]):.1f}), "
+                  f"median {statistics.median(rps[i]):.0f} req/s")
     finally:
         for _, p, _ in procs:
             p.terminate()

@@ -65,13 +65,12 @@ class Proxy:
             self.proc.kill()
 
 
-def start_proxies(tmp, upstream_port, meshd, which, idle):
-    proxies = []
-    if "meshd" in which:
-        port = free_port()
-        mesh = os.path.join(tmp, "mesh.yaml")
-        with open(mesh, "w") as f:
-            f.write(f"""mesh: {{name: bench}}
+def write_bench_mesh(tmp, upstream_port):
+    """The mesh every benchmark runs meshd on: node `bench` calls svc.local, served by
+    one static endpoint (bench_upstream). Returns the file's path."""
+    mesh = os.path.join(tmp, "mesh.yaml")
+    with open(mesh, "w") as f:
+        f.write(f"""mesh: {{name: bench}}
 virtualNodes:
   - name: bench
     spec: {{backends: [{{virtualService: {{virtualServiceName: svc.local}}}}]}}
@@ -82,6 +81,14 @@ virtualNodes:
 virtualServices:
   - {{name: svc.local, spec: {{provider: {{virtualNode: {{virtualNodeName: origin}}}}}}}}
 """)
+    return mesh
+
+
+def start_proxies(tmp, upstream_port, meshd, which, idle):
+    proxies = []
+    if "meshd" in which:
+        port = free_port()
+        mesh = write_bench_mesh(tmp, upstream_port)
         proxies.append(Proxy("meshd", [meshd, "run", "--mesh", mesh, "--node", "bench", "--workers", "1",
                                        "--egress-port", str(port), "--ingress-port", "0",
                                        "--admin", "127.0.0.1:0", "--set", "max_connections_per_listener=100000"],

@@ -145,17 +145,20 @@ void EndpointRegistry::refresh(net::Resolver& resolver, std::function<void()> do
               return v4_first ? (!a.v6 && b.v6) : (a.v6 && !b.v6);
             });
             if (load_balancer_only(c) && addrs.size() > 1) addrs.resize(1);
-            std::string before, after;
-            for (const auto& e : ce.endpoints) before += " " + e->text;
+            const bool debug = log::enabled(log::Level::debug);
+            std::string before, after;  // for the debug line
+            if (debug) {
+              for (const auto& e : ce.endpoints) before += " " + e->text;
+            }
             ce.endpoints.clear();
             for (const auto& ip : addrs) {
               ce.endpoints.push_back(endpoint(ce.node, ip, static_cast<std::uint16_t>(ce.port), health_checked(c)));
-              after += " " + ce.endpoints.back()->text;
+              if (debug) after += " " + ce.endpoints.back()->text;
             }
             if (!ce.last_error.empty()) {
               log::write(log::Level::info, "discovery: node " + ce.node + ": " + name + " answers again");
             }
-            if (!ce.answered || before != after) {
+            if (debug && (!ce.answered || before != after)) {
               log::write(log::Level::debug, "discovery: node " + ce.node + ": " + name + " ->" +
                                                 (after.empty() ? std::string(" no address") : after));
             }

@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -122,6 +121,16 @@ void AccessLog::learn(const mesh::LogTemplate& t) {
 
 AccessLog::~AccessLog() { ::close(fd_); }
 
+std::int64_t AccessLog::number(mesh::LogField f, const AccessLogEntry& e) {
+  switch (f) {
+    case mesh::LogField::response_code: return e.status;
+    case mesh::LogField::bytes_received: return static_cast<std::int64_t>(e.bytes_received);
+    case mesh::LogField::bytes_sent: return static_cast<std::int64_t>(e.bytes_sent);
+    case mesh::LogField::duration: return static_cast<std::int64_t>(e.seconds * 1000);
+    default: return 0;
+  }
+}
+
 std::string AccessLog::value(const mesh::LogPiece& p, const AccessLogEntry& e) const {
   using F = mesh::LogField;
   auto request_header = [&](const std::string& name) -> std::string {
@@ -152,12 +161,12 @@ std::string AccessLog::value(const mesh::LogPiece& p, const AccessLogEntry& e) c
       return v;
     }
     case F::protocol: return e.request.minor_version == 0 ? "HTTP/1.0" : "HTTP/1.1";
-    case F::response_code: return std::to_string(e.status);
+    case F::response_code:
+    case F::bytes_received:
+    case F::bytes_sent:
+    case F::duration: return std::to_string(number(p.field, e));
     case F::response_flags: return std::string(envoy_response_flag(e.flag));
     case F::response_code_details: return e.flag.empty() || e.flag == "-" ? std::string() : std::string(e.flag);
-    case F::bytes_received: return std::to_string(e.bytes_received);
-    case F::bytes_sent: return std::to_string(e.bytes_sent);
-    case F::duration: return std::to_string(static_cast<long long>(e.seconds * 1000));
     case F::upstream_host: return std::string(e.upstream_host);
     case F::upstream_cluster: return std::string(e.node);
     case F::route_name: return std::string(e.route);
@@ -199,16 +208,14 @@ std::string AccessLog::format(const AccessLogEntry& e) const {
       j.begin_object();
       for (const auto& [key, t] : json_) {
         j.key(key);
-        if (t.size() == 1 && t[0].field != mesh::LogField::literal) {
-          // A lone operator keeps its type: a number, or null when it has no value.
+        if (t.size() == 1 && mesh::numeric(t[0].field)) {
+          j.value(number(t[0].field, e));  // a lone numeric operator stays a number
+        } else if (t.size() == 1 && t[0].field != mesh::LogField::literal) {
+          // A lone operator keeps its type: a string, or null when it has no value.
           std::string v = value(t[0], e);
           if (t[0].max_length > 0 && v.size() > t[0].max_length) v.resize(t[0].max_length);
-          std::int64_t number = 0;
           if (v.empty()) {
             j.null();
-          } else if (mesh::numeric(t[0].field) &&
-                     std::from_chars(v.data(), v.data() + v.size(), number).ec == std::errc()) {
-            j.value(number);
           } else {
             j.value(v);
           }

@@ -60,6 +60,7 @@ class AccessLog {
   std::string builtin(const AccessLogEntry& e) const;
   void render(const mesh::LogTemplate& t, const AccessLogEntry& e, std::string& out) const;
   std::string value(const mesh::LogPiece& p, const AccessLogEntry& e) const;  // empty: none ("-")
+  static std::int64_t number(mesh::LogField f, const AccessLogEntry& e);      // the numeric operators
   void learn(const mesh::LogTemplate& t);
 
   int fd_;

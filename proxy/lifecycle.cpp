@@ -96,7 +96,7 @@ awaitable<void> RequestLifecycle::run() {
     co_await reply(LocalReply::not_implemented, "protocol upgrades are not supported", true);
   } else if (auto wait = rate_limited(); wait) {
     co_await conn_.reply(LocalReply::rate_limited, "", false, *wait);
-    flag_ = "rate_limited";
+    flag_ = info(LocalReply::rate_limited).code;
   } else if (co_await route()) {
     // Expect: 100-continue is answered here; the upstream never sees Expect.
     if (has_body_ && head_.minor_version == 1) {
@@ -491,7 +491,7 @@ awaitable<bool> RequestLifecycle::stream_response(UpstreamConnection& up) {
     up.buffer.commit(n);
     if (ec) {
       if (timed_out) {
-        flag_ = "upstream_timeout";
+        flag_ = info(LocalReply::upstream_timeout).code;
         ++worker_.stats().timeouts[{target_.service ? target_.service->label : metrics::empty_label(),
                                     node_label_ ? node_label_ : metrics::empty_label()}];
         co_return false;
@@ -542,7 +542,7 @@ awaitable<void> RequestLifecycle::answer_downstream_failure(Failure f) {
   } else if (f == Failure::downstream_timeout) {
     co_await reply(LocalReply::request_timeout, "the request body stalled", true);
   } else {
-    flag_ = "downstream_disconnect";
+    flag_ = kDownstreamDisconnect;
   }
 }
 
@@ -587,7 +587,7 @@ awaitable<void> RequestLifecycle::forward() {
       co_return;
     }
     tried.push_back(ep.get());
-    upstream_ = ep;  // for the access log
+    if (view_->access_log) upstream_ = ep;  // for the access log
     mesh::NodeState* node_state = nullptr;
     if (!target_.to_app && !target_.outside_mesh && target_.cluster < view_->endpoints->size()) {
       node_state = (*view_->endpoints)[target_.cluster]->node_state.get();
@@ -685,7 +685,7 @@ awaitable<void> RequestLifecycle::forward() {
       continue;
     }
     if (attempt > 0 && target_.retry.retries_status(status)) {
-      flag_ = attempt == target_.retry.max_retries ? "retries_exhausted" : "retry_budget_exhausted";
+      flag_ = attempt == target_.retry.max_retries ? kRetriesExhausted : kRetryBudgetExhausted;
     }
     const bool ok = co_await stream_response(*up);
     if (!ok) {
@@ -695,7 +695,7 @@ awaitable<void> RequestLifecycle::forward() {
       error_code ignored;
       conn_.socket().set_option(asio::socket_base::linger(true, 0), ignored);
       conn_.socket().close(ignored);
-      if (flag_.empty()) flag_ = "upstream_reset_after_headers";
+      if (flag_.empty()) flag_ = kUpstreamResetAfterHeaders;
       co_return;
     }
     if (up->parser.keep_alive() && !up->parser.in_message()) {

@@ -22,10 +22,10 @@ constexpr LocalReplyInfo kTable[] = {
 };
 // Failure kinds that are not local replies.
 constexpr std::pair<std::string_view, std::string_view> kOtherFlags[] = {
-    {"retries_exhausted", "URX"},
-    {"retry_budget_exhausted", "URX"},
-    {"upstream_reset_after_headers", "UPE"},
-    {"downstream_disconnect", "DC"},
+    {kRetriesExhausted, "URX"},
+    {kRetryBudgetExhausted, "URX"},
+    {kUpstreamResetAfterHeaders, "UPE"},
+    {kDownstreamDisconnect, "DC"},
 };
 }  // namespace
 

@@ -30,8 +30,14 @@ struct LocalReplyInfo {
 
 const LocalReplyInfo& info(LocalReply r);
 
+// Access-log flags for failures that are not local replies (those use info(r).code).
+inline constexpr std::string_view kRetriesExhausted = "retries_exhausted";
+inline constexpr std::string_view kRetryBudgetExhausted = "retry_budget_exhausted";
+inline constexpr std::string_view kUpstreamResetAfterHeaders = "upstream_reset_after_headers";
+inline constexpr std::string_view kDownstreamDisconnect = "downstream_disconnect";
+
 // Envoy's short response flag for an access-log flag of meshd's (a local reply code or
-// a failure kind such as "retries_exhausted"); "-" for none.
+// one of the failure kinds above); "-" for none.
 std::string_view envoy_response_flag(std::string_view meshd_flag);
 
 }  // namespace meshd::proxy

@@ -646,6 +646,12 @@ class Discovery(Base):
             self.assertNotIn(answer, out)
             self.assertEqual(err.count("meshd: discovery: node v1: v1.test: "), 1, err)
             self.assertIn("(keeping the last answer)", err)
+            dns.records["v1.test"] = ["127.0.0.1"]
+            for _ in range(100):  # bounded: the next refresh (200 ms) answers
+                if "meshd: discovery: node v1: v1.test answers again" in info.stdout():
+                    break
+                time.sleep(0.05)
+            self.assertIn("meshd: discovery: node v1: v1.test answers again", info.stdout())
             self.assertIn(answer, debug.stdout())
             self.assertIn(unhealthy, debug.stdout())
             out, err = quiet.stdout(), quiet.stderr()
@@ -756,7 +762,8 @@ class AccessLogFormats(Base):
             '{key: start, value: "%START_TIME%"}, {key: line, value: "%REQ(:METHOD)% %REQ(:PATH)%"}, '
             '{key: from, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}, {key: peer, value: "%DOWNSTREAM_REMOTE_ADDRESS%"}, '
             '{key: local, value: "%DOWNSTREAM_LOCAL_ADDRESS%"}, {key: served_by, value: "%RESP(x-upstream)%"}, '
-            '{key: ms, value: "%DURATION%"}, {key: "quote\\"d", value: "%REQ(x-q)%"}]}'))
+            '{key: ms, value: "%DURATION%"}, {key: "quote\\"d", value: "%REQ(x-q)%"}, '
+            '{key: epoch, value: "%START_TIME(%s.%3f)%"}]}'))
         self.assertEqual(self.egress(m, "/j", headers={"x-beta": "yes", "x-q": 'a"b'})[0], 200)
         self.assertEqual(self.egress(m, "/", host="example.com")[0], 403)
         self.assertEqual(self.egress(m, "/flaky/json/9")[0], 503)
@@ -775,6 +782,8 @@ class AccessLogFormats(Base):
         self.assertEqual(ok["served_by"], "v2")
         self.assertIsInstance(ok["ms"], int)
         self.assertEqual(ok['quote"d'], 'a"b')
+        self.assertRegex(ok["epoch"], r"^\d{10}\.\d{3}$")  # a custom START_TIME format, %s and %3f
+        self.assertLess(abs(float(ok["epoch"]) - time.time()), 60)
         self.assertEqual((denied["code"], denied["flags"], denied["details"], denied["upstream"]),
                          (403, "NR", "egress_denied", None))
         self.assertEqual((exhausted["code"], exhausted["flags"], exhausted["details"]), (503, "URX", "retries_exhausted"))

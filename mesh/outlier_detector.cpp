@@ -72,13 +72,12 @@ std::size_t OutlierDetector::sweep(std::chrono::steady_clock::time_point now) {
       ++e->ejections;
       const auto duration = ejection_duration(od.base_ejection_duration.millis(), e->ejections);
       e->ejected_until = now + duration;
-      log::write(log::Level::info, "outlier detection: node " + ce.node + " endpoint " + e->text + " ejected for " +
-                                       std::to_string(duration.count()) + " ms after " +
-                                       std::to_string(e->consecutive_5xx.load(std::memory_order_relaxed)) +
-                                       " server errors in a row (ejection " + std::to_string(e->ejections) + ")");
-      e->ejected.store(true, std::memory_order_relaxed);
-      e->consecutive_5xx.store(0, std::memory_order_relaxed);
+      e->ejected.store(true, std::memory_order_relaxed);  // before the log line: workers see it at once
+      const auto errors = e->consecutive_5xx.exchange(0, std::memory_order_relaxed);
       ce.node_state->ejections_total.fetch_add(1, std::memory_order_relaxed);
+      log::write(log::Level::info, "outlier detection: node " + ce.node + " endpoint " + e->text + " ejected for " +
+                                       std::to_string(duration.count()) + " ms after " + std::to_string(errors) +
+                                       " server errors in a row (ejection " + std::to_string(e->ejections) + ")");
       ++ejected;
       ++made;
     }

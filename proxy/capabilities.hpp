@@ -1,8 +1,12 @@
 #pragma once
 // What this build can enforce. `meshd run` refuses a mesh whose parts used by this
-// node (its own listeners, and every service, router, route and node it can reach
-// through its backends) ask for more, with one line per PATH (SPEC §1): it never
-// serves a weaker configuration than the file says.
+// node ask for more, with one line per PATH (SPEC §1): it never serves a weaker
+// configuration than the file says. The parts used by a node are its own listeners
+// and client policies, every virtual router it reaches through its backends (their
+// listeners and routes), and the listener of every node it may call (its protocol,
+// TLS mode and health check). Parts of a shared mesh file that this node never uses
+// are not checked, so the same file serves every sidecar. docs/operations.md
+// ("What this build refuses") lists every refusal with the issue that lifts it.
 #include <string>
 #include <vector>
 
@@ -12,7 +16,7 @@ namespace meshd::proxy {
 
 struct Unsupported {
   std::string path;    // e.g. virtualNodes[2].spec.listeners[0].tls
-  std::string reason;
+  std::string reason;  // what is missing, and the issue that brings it
 };
 
 std::vector<Unsupported> unsupported_features(const mesh::Snapshot& snap);

@@ -2,10 +2,14 @@
 """Black-box tests of the meshd command line (SPEC §2): exit codes, output, --help."""
 import argparse
 import glob
+import json
 import os
+import re
+import selectors
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 MESHD = None
@@ -117,6 +121,275 @@ class Misc(unittest.TestCase):
             r = run(*cmd)
             self.assertEqual(r.returncode, 0, cmd)
             self.assertIn("usage: meshd", r.stdout, cmd)
+
+
+# ---- meshd run refuses what this build cannot serve (docs/operations.md) ----------
+
+REFUSED = ": not supported by this build: "
+
+
+def start_meshd(args, timeout=15):
+    """Runs `meshd run ARGS` until it exits or prints its admin address (it is then
+    serving and is killed). Returns (served, returncode, stdout, stderr)."""
+    proc = subprocess.Popen([MESHD, "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = b""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.time() + timeout
+    while b"listening admin" not in out and time.time() < deadline:
+        if not sel.select(timeout=max(0.0, deadline - time.time())):
+            break
+        data = os.read(proc.stdout.fileno(), 65536)
+        if not data:
+            break  # it exited
+        out += data
+    sel.close()
+    served = b"listening admin" in out
+    if not served:
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            served = True  # still running, whatever it printed
+    if served:
+        proc.kill()
+    rest, err = proc.communicate(timeout=30)
+    return served, proc.returncode, (out + rest).decode(), err.decode()
+
+
+def run_node(path, node):
+    return start_meshd(["--mesh", path, "--node", node, "--egress-port", "0", "--ingress-port", "0",
+                        "--admin", "127.0.0.1:0", "--workers", "1"])
+
+
+HTTP = [{"portMapping": {"port": 8080, "protocol": "http"}}]
+STATIC = {"static": {"endpoints": [{"address": "127.0.0.1", "port": 1}]}}
+CERT = {"file": {"certificateChain": "/nonexistent/cert.pem", "privateKey": "/nonexistent/key.pem"}}
+CLIENT_TLS = {"tls": {"validation": {"trust": {"file": {"certificateChain": "/nonexistent/ca.pem"}}}}}
+HC = {"healthyThreshold": 2, "unhealthyThreshold": 2, "timeoutMillis": 2000, "intervalMillis": 5000}
+
+
+def node(name, listeners=None, **spec):
+    spec = dict(spec)
+    if listeners is not None:
+        spec["listeners"] = listeners
+        spec.setdefault("serviceDiscovery", STATIC)
+    return {"name": name, "spec": spec}
+
+
+def listener(protocol="http", port=8080, **extra):
+    return {"portMapping": {"port": port, "protocol": protocol}, **extra}
+
+
+def mesh_text(nodes, services=(), routers=(), routes=(), **top):
+    doc = {"mesh": {"name": "m"}, "virtualNodes": list(nodes)}
+    for key, items in (("virtualServices", services), ("virtualRouters", routers), ("routes", routes)):
+        if items:
+            doc[key] = list(items)
+    doc.update(top)
+    return json.dumps(doc, indent=1)  # JSON is YAML
+
+
+def node_service(name, provider):
+    return {"name": name, "spec": {"provider": {"virtualNode": {"virtualNodeName": provider}}}}
+
+
+def router_service(name, router):
+    return {"name": name, "spec": {"provider": {"virtualRouter": {"virtualRouterName": router}}}}
+
+
+def client(*services, **spec):
+    return node("client", backends=[{"virtualService": {"virtualServiceName": s}} for s in services], **spec)
+
+
+class Refusals(unittest.TestCase):
+    """`meshd run` exits 1 with one line per PATH for each part this node uses that
+    this build does not serve, and serves a node that uses none of them."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.n = 0
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def write(self, text):
+        self.n += 1
+        path = os.path.join(self.tmp.name, f"mesh{self.n}.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        r = run("validate", path)
+        self.assertEqual(r.returncode, 0, f"the test's mesh is invalid:\n{r.stderr}\n{text}")
+        return path
+
+    def refused(self, text, node_name, paths):
+        """Asserts that `meshd run` refuses NODE with exactly PATHS; returns path -> reason."""
+        path = self.write(text)
+        served, rc, out, err = run_node(path, node_name)
+        self.assertFalse(served, f"meshd served {node_name}; expected refusals of {paths}\n{text}")
+        self.assertEqual(rc, 1, err)
+        self.assertNotIn("listening", out)
+        reasons = {}
+        for line in err.splitlines():
+            if REFUSED in line:
+                self.assertTrue(line.startswith(f"{path}: "), line)
+                p, reason = line[len(path) + 2:].split(REFUSED, 1)
+                self.assertNotIn(p, reasons, f"{p} reported twice")
+                reasons[p] = reason
+        self.assertEqual(sorted(reasons), sorted(paths), err)
+        return reasons
+
+    def serves(self, text, node_name):
+        path = self.write(text)
+        served, rc, _, err = run_node(path, node_name)
+        self.assertTrue(served, f"meshd did not serve {node_name} (exit {rc}):\n{err}")
+
+    def test_own_listener_protocols(self):
+        for protocol, issue in (("http2", "issue 12"), ("grpc", "issue 12"), ("tcp", "issue 14")):
+            with self.subTest(protocol=protocol):
+                reasons = self.refused(mesh_text([node("a", [listener(protocol)])]), "a",
+                                       ["virtualNodes[0].spec.listeners[0].portMapping.protocol"])
+                self.assertIn(issue, reasons["virtualNodes[0].spec.listeners[0].portMapping.protocol"])
+
+    def test_own_listener_timeouts_and_pools_of_other_protocols(self):
+        cases = (("http2", {"http2": {"maxRequests": 10}}, {"http2": {"perRequest": {"value": 1, "unit": "s"}}}),
+                 ("grpc", {"grpc": {"maxRequests": 10}}, {"grpc": {"idle": {"value": 1, "unit": "s"}}}),
+                 ("tcp", {"tcp": {"maxConnections": 10}}, {"tcp": {"idle": {"value": 1, "unit": "s"}}}))
+        for protocol, pool, timeout in cases:
+            with self.subTest(protocol=protocol):
+                lp = "virtualNodes[0].spec.listeners[0]"
+                self.refused(mesh_text([node("a", [listener(protocol, connectionPool=pool, timeout=timeout)])]), "a",
+                             [lp + ".portMapping.protocol", f"{lp}.connectionPool.{protocol}", f"{lp}.timeout.{protocol}"])
+
+    def test_own_listener_tls(self):
+        for mode in ("STRICT", "PERMISSIVE"):
+            with self.subTest(mode=mode):
+                text = mesh_text([node("a", [listener(tls={"mode": mode, "certificate": CERT})])])
+                reasons = self.refused(text, "a", ["virtualNodes[0].spec.listeners[0].tls"])
+                self.assertIn("issue 13", reasons["virtualNodes[0].spec.listeners[0].tls"])
+        # DISABLED is plaintext: served (its certificate files are never read).
+        self.serves(mesh_text([node("a", [listener(tls={"mode": "DISABLED", "certificate": CERT})])]), "a")
+
+    def test_client_policy_tls(self):
+        text = mesh_text([client("b.local", backendDefaults={"clientPolicy": CLIENT_TLS}), node("b", HTTP)],
+                         [node_service("b.local", "b")])
+        reasons = self.refused(text, "client", ["virtualNodes[0].spec.backendDefaults.clientPolicy.tls"])
+        self.assertIn("issue 13", reasons["virtualNodes[0].spec.backendDefaults.clientPolicy.tls"])
+        not_enforced = {"tls": dict(CLIENT_TLS["tls"], enforce=False)}
+        text = mesh_text([node("client", backends=[{"virtualService": {"virtualServiceName": "b.local",
+                                                                       "clientPolicy": not_enforced}}]),
+                          node("b", HTTP)], [node_service("b.local", "b")])
+        self.refused(text, "client", ["virtualNodes[0].spec.backends[0].virtualService.clientPolicy.tls"])
+
+    def test_reached_router_listeners_and_routes(self):
+        routes = {
+            "http2": {"http2Route": {"match": {"prefix": "/"}, "action": {"weightedTargets": [{"virtualNode": "b", "weight": 1}]},
+                                     "timeout": {"perRequest": {"value": 1, "unit": "s"}}}},
+            "grpc": {"grpcRoute": {"match": {"serviceName": "color.ColorService"},
+                                   "action": {"weightedTargets": [{"virtualNode": "b", "weight": 1}]},
+                                   "retryPolicy": {"maxRetries": 1, "perRetryTimeout": {"value": 1, "unit": "s"},
+                                                   "grpcRetryEvents": ["unavailable"]}}},
+            "tcp": {"tcpRoute": {"action": {"weightedTargets": [{"virtualNode": "b", "weight": 1}]},
+                                 "timeout": {"idle": {"value": 1, "unit": "s"}}}},
+        }
+        for protocol, spec in routes.items():
+            with self.subTest(protocol=protocol):
+                text = mesh_text(
+                    [client("svc.local"), node("b", [listener(protocol)])], [router_service("svc.local", "r")],
+                    [{"name": "r", "spec": {"listeners": [listener(protocol)]}}],
+                    [{"name": "one", "virtualRouterName": "r", "spec": spec}])
+                key = next(iter(spec))
+                reasons = self.refused(text, "client", ["virtualRouters[0].spec.listeners[0].portMapping.protocol",
+                                                        f"routes[0].spec.{key}",
+                                                        "virtualNodes[1].spec.listeners[0].portMapping.protocol"])
+                self.assertIn("issue 14" if protocol == "tcp" else "issue 12", reasons[f"routes[0].spec.{key}"])
+
+    def test_called_listener(self):
+        cases = (
+            (listener("grpc"), "portMapping.protocol", "issue 12"),
+            (listener(tls={"mode": "STRICT", "certificate": CERT}), "tls", "issue 13"),
+            (listener(tls={"mode": "PERMISSIVE", "certificate": CERT}), "tls", "issue 13"),
+            (listener(healthCheck=dict(HC, protocol="grpc")), "healthCheck.protocol", "issue 12"),
+            (listener(healthCheck=dict(HC, protocol="http2", path="/")), "healthCheck.protocol", "issue 12"),
+        )
+        for called, field, issue in cases:
+            with self.subTest(field=field, listener=called):
+                text = mesh_text([client("b.local"), node("b", [called])], [node_service("b.local", "b")])
+                p = "virtualNodes[1].spec.listeners[0]." + field
+                self.assertIn(issue, self.refused(text, "client", [p])[p])
+        # What callers do serve: http and tcp health checks, outlier detection, DISABLED TLS.
+        served = listener(healthCheck=dict(HC, protocol="tcp"), tls={"mode": "DISABLED", "certificate": CERT},
+                          outlierDetection={"maxServerErrors": 5, "interval": {"value": 10, "unit": "s"},
+                                            "baseEjectionDuration": {"value": 30, "unit": "s"},
+                                            "maxEjectionPercent": 50})
+        self.serves(mesh_text([client("b.local"), node("b", [served])], [node_service("b.local", "b")]), "client")
+
+    def test_only_the_parts_this_node_uses_are_checked(self):
+        # b's grpc listener on 9090 is not called: the route targets its 8080.
+        b = node("b", [listener("http", 8080), listener("grpc", 9090)])
+        unused = node("lonely", [listener("tcp", tls={"mode": "STRICT", "certificate": CERT})],
+                      backendDefaults={"clientPolicy": CLIENT_TLS})
+        route = {"name": "all", "virtualRouterName": "r",
+                 "spec": {"httpRoute": {"match": {"prefix": "/"},
+                                        "action": {"weightedTargets": [{"virtualNode": "b", "weight": 1, "port": 8080}]}}}}
+        grpc_router = {"name": "g", "spec": {"listeners": [listener("grpc")]}}
+        text = mesh_text([client("svc.local"), b, unused],
+                         [router_service("svc.local", "r"), router_service("grpc.local", "g")],
+                         [{"name": "r", "spec": {"listeners": [listener("http")]}}, grpc_router], [route])
+        self.serves(text, "client")
+        # The same file refuses the nodes that do use them.
+        self.refused(text, "lonely", ["virtualNodes[2].spec.listeners[0].portMapping.protocol",
+                                      "virtualNodes[2].spec.listeners[0].tls",
+                                      "virtualNodes[2].spec.backendDefaults.clientPolicy.tls"])
+        self.refused(text, "b", ["virtualNodes[1].spec.listeners[1].portMapping.protocol"])
+        # A virtual-node provider reaches every listener of its node.
+        text = mesh_text([client("b.local"), b], [node_service("b.local", "b")])
+        self.refused(text, "client", ["virtualNodes[1].spec.listeners[1].portMapping.protocol"])
+
+    def test_virtual_gateway_is_not_run(self):
+        path = os.path.join(SOURCE, "examples", "virtual-gateway.yaml")
+        served, rc, out, err = start_meshd(["--mesh", path, "--gateway", "ingress-gw", "--admin", "127.0.0.1:0"])
+        self.assertFalse(served, "meshd run --gateway served: update docs/operations.md and the example's note")
+        self.assertIn(rc, (1, 2), err)
+        self.assertIn("gateway", err)
+        self.assertNotIn("listening", out)
+
+    def test_examples_say_what_they_need(self):
+        import yaml
+        examples = sorted(glob.glob(os.path.join(SOURCE, "examples", "*.yaml")))
+        self.assertGreaterEqual(len(examples), 10)
+        for path in examples:
+            with open(path) as f:
+                text = f.read()
+            doc = yaml.safe_load(text)
+            needs = text.startswith("# Needs ")
+            # The note: the first comment lines, up to the one that points at the docs.
+            note = ""
+            for line in text.splitlines():
+                if not needs or not line.startswith("#"):
+                    break
+                note += line + "\n"
+                if "docs/operations.md" in line:
+                    break
+            issues = set()
+            refused_nodes = []
+            for n in doc.get("virtualNodes", []):
+                served, rc, _, err = run_node(path, n["name"])
+                if served:
+                    continue
+                self.assertEqual(rc, 1, f"{path} {n['name']}: {err}")
+                self.assertIn(REFUSED, err, f"{path} {n['name']}")
+                refused_nodes.append(n["name"])
+                issues |= set(re.findall(r"issue \d+", err))
+            with self.subTest(example=os.path.basename(path)):
+                if doc.get("virtualGateways"):
+                    issues.add("issue 15")
+                self.assertEqual(needs, bool(issues),
+                                 f"{path}: first comment {'says' if needs else 'does not say'} '# Needs'; "
+                                 f"refused nodes {refused_nodes}, {sorted(issues)}")
+                for issue in issues:
+                    self.assertIn(f"({issue})", note, f"{path}: the first comment does not name {issue}")
+                if needs:
+                    self.assertIn("docs/operations.md", note)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ PKGS=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   node-llhttp libnghttp2-dev libssl-dev libyaml-cpp-dev prometheus-cpp-dev
   catch2 libre2-dev libc-ares-dev
-  # tests: promtool lints /metrics
-  prometheus python3-yaml
+  # tests: promtool lints /metrics; haproxy is the transparency tests' reference proxy
+  prometheus python3-yaml haproxy
   # benchmarks: Google Benchmark for the microbenchmarks
   libbenchmark-dev
   # fuzzing: clang and its runtime (libFuzzer), named explicitly (only a recommendation of clang)

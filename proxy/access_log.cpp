@@ -137,7 +137,7 @@ std::string AccessLog::value(const mesh::LogPiece& p, const AccessLogEntry& e) c
     if (name == ":method") return std::string(e.request.method);
     if (name == ":path") return std::string(e.path);
     if (name == ":authority") return std::string(e.authority);
-    if (name == ":scheme") return "http";
+    if (name == ":scheme") return std::string(e.request.scheme);
     if (auto v = e.request.get(name)) return std::string(*v);
     return {};
   };
@@ -160,7 +160,7 @@ std::string AccessLog::value(const mesh::LogPiece& p, const AccessLogEntry& e) c
       if (v.empty() && !p.alternate.empty()) v = response_header(p.alternate);
       return v;
     }
-    case F::protocol: return e.request.minor_version == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    case F::protocol: return std::string(version_text(e.request.version));
     case F::response_code:
     case F::bytes_received:
     case F::bytes_sent:
@@ -252,7 +252,9 @@ std::string AccessLog::builtin(const AccessLogEntry& e) const {
   line += e.request.method;
   line += ' ';
   line += e.path;
-  line += e.request.minor_version == 0 ? " HTTP/1.0\" " : " HTTP/1.1\" ";
+  line += ' ';
+  line += version_text(e.request.version);
+  line += "\" ";
   line += std::to_string(e.status);
   line += ' ';
   line += dash(e.flag);

@@ -15,13 +15,13 @@
 #include "mesh/access_log_format.hpp"
 #include "mesh/model.hpp"
 #include "metrics/stats.hpp"
-#include "proxy/http1_codec.hpp"
+#include "proxy/message.hpp"
 
 namespace meshd::proxy {
 
 struct AccessLogEntry {
   metrics::Direction direction;
-  const MessageHead& request;
+  const RequestHead& request;
   std::string_view path;
   std::string_view authority;
   int status;

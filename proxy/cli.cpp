@@ -10,6 +10,7 @@
 #include "mesh/loader.hpp"
 #include "mesh/names.hpp"
 #include "mesh/snapshot.hpp"
+#include "proxy/errors.hpp"
 #include "proxy/local_reply.hpp"
 #include "proxy/run_options.hpp"
 #include "proxy/server.hpp"
@@ -67,7 +68,8 @@ constexpr const char* kRouteUsage =
     "reason) or the mesh file is invalid, 2 on usage.\n";
 
 constexpr const char* kRunUsage =
-    "usage: meshd run --mesh FILE --node NAME [--ingress-port 15000] [--egress-port 15001]\n"
+    "usage: meshd run --mesh FILE --node NAME [--ingress-port 15000] [--ingress-port LISTENER_PORT=PORT]...\n"
+    "                 [--egress-port 15001]\n"
     "                 [--app-port PORT] [--admin 127.0.0.1:9901] [--stats IP:PORT]\n"
     "                 [--workers N] [--log-level info] [--drain-timeout 20s] [--set NAME=VALUE]...\n"
     "\n"
@@ -76,6 +78,9 @@ constexpr const char* kRunUsage =
     "0.0.0.0:--ingress-port forwarding to the app at 127.0.0.1:--app-port (default: the\n"
     "node's first listener port), the admin endpoints on --admin, and the GET admin\n"
     "endpoints also on --stats. A port of 0 is chosen once and printed at start.\n"
+    "A node with several listeners is served on --ingress-port for its first listener\n"
+    "and on --ingress-port LISTENER_PORT=PORT for each other one, each with its own\n"
+    "settings, forwarding to the app at 127.0.0.1:LISTENER_PORT.\n"
     "\n"
     "  --mesh FILE       the mesh file (or MESHD_MESH_FILE)\n"
     "  --node NAME       the virtual node (or APPMESH_RESOURCE_ARN, APPMESH_RESOURCE_NAME,\n"
@@ -187,8 +192,9 @@ std::string describe_retry(const mesh::RetryPolicySpec& r) {
   return out.str();
 }
 
-int local_reply(LocalReply r, const std::string& reason) {
-  const auto& i = info(r);
+// The answer the data path would give (the same error table, proxy/errors.hpp).
+int local_reply(ErrorKind kind, const std::string& reason) {
+  const auto& i = info(*describe(kind).reply);
   std::cout << "local reply:     " << i.status << " " << i.code << ": " << reason << "\n";
   return kExitInvalid;
 }
@@ -274,19 +280,19 @@ int cmd_route(const std::vector<std::string>& args) {
                   << " (resolved by DNS)\n";
         return kExitOk;
       }
-      return local_reply(LocalReply::egress_denied,
+      return local_reply(error_for(d.outcome),
                          "'" + authority->host + "' is not a backend of virtual node '" + node +
                              "' and the mesh's egressFilter is DROP_ALL");
     case Outcome::no_provider:
       std::cout << "virtual service: " << d.service->service->name << " (no provider)\n";
-      return local_reply(LocalReply::no_healthy_upstream, "the virtual service has no provider");
+      return local_reply(error_for(d.outcome), "the virtual service has no provider");
     case Outcome::no_listener: {
       std::string ports;
       for (const auto& l : *d.service->listeners) {
         ports += (ports.empty() ? "" : ", ") + std::to_string(l.port);
       }
       std::cout << "virtual service: " << d.service->service->name << "\n";
-      return local_reply(LocalReply::no_route,
+      return local_reply(error_for(d.outcome),
                          authority->port ? "no listener on port " + std::to_string(*authority->port) +
                                                " (listeners: " + ports + ")"
                                          : "several listeners (" + ports + "): give the port in the URL");
@@ -301,7 +307,7 @@ int cmd_route(const std::vector<std::string>& args) {
   std::cout << "listener:        " << d.listener->port << " (" << mesh::to_string(d.listener->protocol)
             << ")\n";
   if (d.outcome == Outcome::no_route) {
-    return local_reply(LocalReply::no_route, "none of the " + std::to_string(d.listener->routes.size()) +
+    return local_reply(error_for(d.outcome), "none of the " + std::to_string(d.listener->routes.size()) +
                                                  " routes on this listener matches");
   }
   const auto& r = *d.route;

@@ -2,6 +2,7 @@
 
 #include <span>
 
+#include "net/asio_address.hpp"
 #include "proxy/http1_write.hpp"
 #include "proxy/lifecycle.hpp"
 #include "proxy/worker.hpp"
@@ -10,6 +11,7 @@ namespace meshd::proxy {
 
 namespace {
 constexpr std::size_t kReadChunk = 16 * 1024;
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 LocalReply reply_for(HeadVerdict::Status s) {
   switch (s) {
@@ -22,20 +24,23 @@ LocalReply reply_for(HeadVerdict::Status s) {
 }  // namespace
 
 DownstreamConnection::DownstreamConnection(Worker& worker, tcp::socket socket, metrics::Direction direction,
-                                           std::string peer, std::optional<Clock::time_point> idle_since)
+                                           std::size_t listener, std::string peer,
+                                           std::optional<Clock::time_point> idle_since)
     : worker_(worker),
-      socket_(std::move(socket)),
-      watchdog_(socket_.get_executor()),
+      stream_(std::move(socket)),
+      watchdog_(stream_.tcp_socket().get_executor()),
       direction_(direction),
+      listener_(listener),
       parser_(Http1Parser::Kind::request,
               HeadLimits{worker.limits().max_request_headers_bytes, worker.limits().max_request_headers_count}),
       peer_(std::move(peer)),
+      served_(idle_since.has_value()),
       idle_since_(idle_since) {
   if (!idle_since_) {  // new: not back from parking
     error_code ec;
-    auto remote = socket_.remote_endpoint(ec);
+    auto remote = stream_.tcp_socket().remote_endpoint(ec);
     if (!ec) peer_ = remote.address().to_string();
-    socket_.set_option(tcp::no_delay(true), ec);
+    stream_.tcp_socket().set_option(tcp::no_delay(true), ec);
   }
   tracked_ = worker_.track(this);
 }
@@ -43,11 +48,25 @@ DownstreamConnection::DownstreamConnection(Worker& worker, tcp::socket socket, m
 DownstreamConnection::~DownstreamConnection() { worker_.untrack(tracked_); }
 
 void DownstreamConnection::close_if_idle() {
-  if (idle_ && buffer_.empty()) {
-    error_code ec;
-    socket_.cancel(ec);
-    socket_.shutdown(tcp::socket::shutdown_both, ec);
+  // A connection that has not sent its first request yet is not idle: it is served
+  // (with Connection: close), since its client cannot tell whether a request it was
+  // about to send would have been processed.
+  if (idle_ && served_ && buffer_.empty()) {
+    stream_.cancel();
+    stream_.shutdown_both();
   }
+}
+
+std::string DownstreamConnection::remote_address() {
+  error_code ec;
+  auto r = stream_.tcp_socket().remote_endpoint(ec);
+  return ec ? std::string() : net::endpoint_text(net::from_asio(r.address()), r.port());
+}
+
+std::string DownstreamConnection::local_address() {
+  error_code ec;
+  auto l = stream_.tcp_socket().local_endpoint(ec);
+  return ec ? std::string() : net::endpoint_text(net::from_asio(l.address()), l.port());
 }
 
 awaitable<DownstreamConnection::HeadResult> DownstreamConnection::read_head() {
@@ -65,45 +84,54 @@ awaitable<DownstreamConnection::HeadResult> DownstreamConnection::read_head() {
     }
     if (step.event == Http1Parser::Event::error) {
       watchdog_.disarm();
-      co_await reply(reply_for(parser_.error_status()), parser_.error_reason(), true);
+      co_await send_local_reply(reply_for(parser_.error_status()), parser_.error_reason());
       co_return HeadResult::closed;
     }
     // need_more
     if (buffer_.empty()) {
       idle_ = true;
-      if (worker_.draining()) co_return HeadResult::closed;  // an idle connection closes at once when draining
-      buffer_.release_if_empty();                              // an idle connection keeps no buffer
       const auto now = Clock::now();
-      if (!idle_since_) idle_since_ = now;  // kept across parking
-      if (!park_at) park_at = now + kParkAfter;
-      if (limits.downstream_idle_timeout.count() > 0) idle_deadline = *idle_since_ + limits.downstream_idle_timeout;
-      watchdog_.arm_at(socket_, std::min(idle_deadline, *park_at));
+      if (worker_.draining()) {
+        // An idle connection closes at once when draining; a new one gets the header
+        // deadline for its first request, which is served with Connection: close.
+        if (served_) co_return HeadResult::closed;
+        if (!deadline) {
+          deadline = now + limits.request_header_timeout;
+          watchdog_.arm_at(stream_, *deadline);
+        }
+      } else {
+        buffer_.release_if_empty();  // an idle connection keeps no buffer
+        if (!idle_since_) idle_since_ = now;  // kept across parking
+        if (!park_at) park_at = now + kParkAfter;
+        if (limits.downstream_idle_timeout.count() > 0) idle_deadline = *idle_since_ + limits.downstream_idle_timeout;
+        watchdog_.arm_at(stream_, std::min(idle_deadline, *park_at));
+      }
     } else {
       idle_ = false;
       // From the request's first byte; activity does not extend it (slowloris).
       if (!deadline) {
         deadline = Clock::now() + limits.request_header_timeout;
-        watchdog_.arm_at(socket_, *deadline);
+        watchdog_.arm_at(stream_, *deadline);
       }
     }
     if (buffer_.empty()) {
       // Idle: wait for bytes without holding a buffer (an idle keep-alive connection
       // costs no read buffer).
-      auto [wec] = co_await socket_.async_wait(tcp::socket::wait_read, use_tuple);
+      auto [wec] = co_await stream_.async_wait_readable();
       if (wec) {
         // Woken by the watchdog before the idle timeout: time to park.
         const bool park = watchdog_.fired() && Clock::now() < idle_deadline && !worker_.draining() &&
-                          socket_.is_open();
+                          stream_.is_open() && !deadline;
         co_return park ? HeadResult::park : HeadResult::closed;
       }
     }
     const std::size_t old = buffer_.size();
     char* space = buffer_.prepare(kReadChunk);
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space, kReadChunk), use_tuple);
+    auto [ec, n] = co_await stream_.async_read_some(asio::buffer(space, kReadChunk));
     buffer_.commit(n);
     if (ec) {
       if (watchdog_.fired() && old > 0) {
-        co_await reply(LocalReply::request_timeout, "the request headers did not complete in time", true);
+        co_await send_local_reply(LocalReply::request_timeout, "the request headers did not complete in time");
       }
       co_return HeadResult::closed;  // EOF, reset, idle timeout or a drain
     }
@@ -111,38 +139,90 @@ awaitable<DownstreamConnection::HeadResult> DownstreamConnection::read_head() {
   }
 }
 
-awaitable<DownstreamConnection::BodyPiece> DownstreamConnection::read_body(std::chrono::milliseconds idle) {
+void DownstreamConnection::prepare_request() {
+  const MessageHead& h = parser_.head();
+  RequestHead& r = request_;
+  r = RequestHead{};
+  r.method = h.method;
+  // Origin-form, or absolute-form (an app using HTTP_PROXY), whose authority wins
+  // over Host (RFC 9112 §3.2.2).
+  std::string_view target = h.target;
+  if (auto scheme_end = target.find("://"); scheme_end != std::string_view::npos && !target.empty() &&
+                                            target.front() != '/') {
+    r.scheme = target.substr(0, scheme_end);
+    const auto rest = target.substr(scheme_end + 3);
+    const auto slash = rest.find_first_of("/?");
+    r.authority = rest.substr(0, slash);
+    r.path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  } else {
+    if (auto host = h.get("host")) r.authority = *host;
+    r.path = target;
+  }
+  r.framing_at = end_to_end_fields(h, true, fields_);
+  r.fields = fields_;
+  r.version = h.minor_version == 0 ? Version::http10 : Version::http11;
+  if (auto up = h.get("upgrade"); up && !iequals_ascii(*up, "h2c")) r.upgrade = *up;
+  r.has_body = h.chunked || (h.content_length && *h.content_length > 0);
+  if (!h.chunked) r.length = h.content_length;
+  expect_continue_ = false;
+  if (r.has_body && h.minor_version == 1) {
+    if (auto expect = h.get("expect"); expect && iequals_ascii(*expect, "100-continue")) expect_continue_ = true;
+  }
+}
+
+awaitable<BodyEvent> DownstreamConnection::read_body(std::chrono::milliseconds idle) {
   buffer_.consume(pending_consume_);
   pending_consume_ = 0;
-  if (body_done_) co_return BodyPiece{BodyPiece::Kind::end, {}};
+  if (body_done_) co_return BodyEvent{BodyEvent::Kind::end, {}, trailers_};
+  if (expect_continue_) {
+    // The client waits for this before its body; meshd answers Expect itself (the
+    // upstream never sees it) once the request is on its way.
+    expect_continue_ = false;
+    if (status_sent_ == 0 && !co_await write(kContinue)) {
+      co_return BodyEvent{BodyEvent::Kind::reset, {}, {}, ResetCause::closed};
+    }
+  }
   while (true) {
     const auto step = parser_.parse(buffer_.view());
     switch (step.event) {
       case Http1Parser::Event::body:
         pending_consume_ = step.consumed;
-        co_return BodyPiece{BodyPiece::Kind::data, parser_.body()};
+        co_return BodyEvent{BodyEvent::Kind::data, parser_.body(), {}};
       case Http1Parser::Event::message_complete:
         buffer_.consume(step.consumed);
         body_done_ = true;
-        co_return BodyPiece{BodyPiece::Kind::end, {}};
+        trailers_.clear();
+        for (const auto& t : parser_.trailers()) {
+          if (trailer_allowed(t.name)) trailers_.push_back(t);
+        }
+        co_return BodyEvent{BodyEvent::Kind::end, {}, trailers_};
       case Http1Parser::Event::error:
         keep_alive_ = false;
-        co_return BodyPiece{BodyPiece::Kind::error, {}};
+        co_return BodyEvent{BodyEvent::Kind::reset, {}, {}, ResetCause::malformed};
       default:
         break;
     }
     buffer_.consume(step.consumed);
+    if (read_cancelled_) co_return BodyEvent{BodyEvent::Kind::reset, {}, {}, ResetCause::closed};
     char* space = buffer_.prepare(kReadChunk);
-    watchdog_.arm(socket_, idle);
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space, kReadChunk), use_tuple);
-    const bool timed_out = watchdog_.fired();
-    watchdog_.disarm();
+    watchdog_.arm(stream_, idle, Watchdog::read);
+    auto [ec, n] = co_await stream_.async_read_some(asio::buffer(space, kReadChunk));
+    const bool timed_out = watchdog_.fired(Watchdog::read);
+    watchdog_.disarm(Watchdog::read);
     buffer_.commit(n);
     if (ec) {
+      if (read_cancelled_ && ec == asio::error::operation_aborted) {
+        co_return BodyEvent{BodyEvent::Kind::reset, {}, {}, ResetCause::closed};
+      }
       keep_alive_ = false;
-      co_return BodyPiece{timed_out ? BodyPiece::Kind::timeout : BodyPiece::Kind::closed, {}};
+      co_return BodyEvent{BodyEvent::Kind::reset, {}, {}, timed_out ? ResetCause::timeout : ResetCause::closed};
     }
   }
+}
+
+void DownstreamConnection::cancel_read() {
+  read_cancelled_ = true;
+  stream_.cancel();
 }
 
 awaitable<bool> DownstreamConnection::write_gather(std::array<std::string_view, 4> pieces) {
@@ -151,18 +231,97 @@ awaitable<bool> DownstreamConnection::write_gather(std::array<std::string_view, 
   for (const auto piece : pieces) {
     if (!piece.empty()) buffers[n++] = asio::buffer(piece.data(), piece.size());
   }
-  watchdog_.arm(socket_, worker_.limits().downstream_idle_timeout);
-  auto [ec, sent] = co_await asio::async_write(socket_, std::span(buffers.data(), n), use_tuple);
-  watchdog_.disarm();
-  bytes_sent += sent;
+  watchdog_.arm(stream_, worker_.limits().downstream_idle_timeout, Watchdog::write);
+  auto [ec, sent] = co_await stream_.async_write(std::span(buffers.data(), n));
+  watchdog_.disarm(Watchdog::write);
+  bytes_sent_ += sent;
   if (ec) keep_alive_ = false;
   co_return !ec;
 }
 
-awaitable<void> DownstreamConnection::reply(LocalReply r, std::string_view detail, bool close,
-                                            std::uint32_t retry_after) {
-  if (close || worker_.draining()) keep_alive_ = false;
+awaitable<bool> DownstreamConnection::send_interim(const ResponseHead& head) {
+  // RFC 9110 §15.2: not to an HTTP/1.0 client; 100 is meshd's own to send (it
+  // answered Expect), and 101 belongs to tunnels.
+  if (request_.version == Version::http10 || head.status == 100 || head.status == 101 || status_sent_ != 0) {
+    co_return true;
+  }
+  head_bytes_.clear();
+  build_interim_head(head, head_bytes_);
+  co_return co_await write(head_bytes_);
+}
+
+awaitable<bool> DownstreamConnection::send_head(const ResponseHead& head) {
+  DownstreamResponse out;
+  if (head.status == 204 || head.status < 200) {
+    // RFC 9110 §8.6: no Content-Length on a 204 (or 1xx), whatever the upstream sent.
+  } else if (!head.has_body) {
+    if (head.length) {  // HEAD and 304: the length the body would have
+      out.framing = DownstreamResponse::Framing::length;
+      out.content_length = *head.length;
+    }
+  } else if (head.length) {
+    out.framing = DownstreamResponse::Framing::length;
+    out.content_length = *head.length;
+  } else if (request_.version == Version::http11) {
+    out.framing = DownstreamResponse::Framing::chunked;
+  } else {
+    out.framing = DownstreamResponse::Framing::close;
+    keep_alive_ = false;
+  }
+  if (worker_.draining()) keep_alive_ = false;
+  out.close = !keep_alive_;
+  framing_ = static_cast<Framing>(out.framing);
+  head_bytes_.clear();
+  build_response_head(head, out, head_bytes_);
+  status_sent_ = head.status;
+  // The head waits to go out with the first piece of the body (or the end of the
+  // message), so that a small response is one send.
+  head_pending_ = true;
+  co_return true;
+}
+
+awaitable<bool> DownstreamConnection::flush() {
+  if (!head_pending_) co_return true;
+  head_pending_ = false;
+  co_return co_await write(head_bytes_);
+}
+
+awaitable<bool> DownstreamConnection::send_data(std::string_view piece) {
+  const std::string_view head = head_pending_ ? std::string_view(head_bytes_) : std::string_view();
+  head_pending_ = false;
+  if (piece.empty()) co_return head.empty() || co_await write(head);
+  if (framing_ == Framing::chunked) {
+    const std::string size = chunk_header(piece.size());
+    co_return co_await write_gather({head, size, piece, "\r\n"});
+  }
+  co_return co_await write_gather({head, piece, {}, {}});
+}
+
+awaitable<bool> DownstreamConnection::send_end(std::span<const Field> trailers) {
+  const std::string_view head = head_pending_ ? std::string_view(head_bytes_) : std::string_view();
+  head_pending_ = false;
+  if (framing_ == Framing::chunked) {
+    if (trailers.empty()) co_return co_await write_gather({head, kLastChunk, {}, {}});
+    std::string last;
+    build_last_chunk(trailers, last);
+    co_return co_await write_gather({head, last, {}, {}});
+  }
+  co_return head.empty() || co_await write(head);
+}
+
+void DownstreamConnection::abort() {
+  keep_alive_ = false;
+  stream_.abort();
+}
+
+awaitable<void> DownstreamConnection::send_local_reply(LocalReply r, std::string_view detail,
+                                                       std::uint32_t retry_after) {
   const auto& i = info(r);
+  // Errors close the connection (SPEC §3: after a 400 the framing is unknown).
+  if (i.status == 400 || i.status == 408 || i.status == 431 || i.status == 501 || i.status == 505 ||
+      worker_.draining()) {
+    keep_alive_ = false;
+  }
   std::string body(i.summary);
   if (!detail.empty()) {
     body += ": ";
@@ -175,7 +334,7 @@ awaitable<void> DownstreamConnection::reply(LocalReply r, std::string_view detai
   if (retry_after > 0) head += "retry-after: " + std::to_string(retry_after) + "\r\n";
   if (!keep_alive_) head += "connection: close\r\n";
   head += "\r\n";
-  status_sent = i.status;
+  status_sent_ = i.status;
   const bool head_request = parser_.head().method == "HEAD";
   co_await write_gather({head, head_request ? std::string_view() : std::string_view(body), {}, {}});
 }
@@ -183,17 +342,18 @@ awaitable<void> DownstreamConnection::reply(LocalReply r, std::string_view detai
 awaitable<void> DownstreamConnection::drain_request_body() {
   // The rest of a request body the upstream did not take: read and drop it, so that
   // the next request on this connection starts at a message boundary.
+  read_cancelled_ = false;
   for (int i = 0; i < 1 << 20; ++i) {
     auto piece = co_await read_body(worker_.limits().downstream_idle_timeout);
-    if (piece.kind == BodyPiece::Kind::data) continue;
-    if (piece.kind != BodyPiece::Kind::end) keep_alive_ = false;
+    if (piece.kind == BodyEvent::Kind::data) continue;
+    if (piece.kind != BodyEvent::Kind::end) keep_alive_ = false;
     co_return;
   }
   keep_alive_ = false;
 }
 
 awaitable<DownstreamConnection::Outcome> DownstreamConnection::run() {
-  while (socket_.is_open()) {
+  while (stream_.is_open()) {
     const auto got = co_await read_head();
     if (got == HeadResult::park) {
       watchdog_.disarm();
@@ -201,12 +361,23 @@ awaitable<DownstreamConnection::Outcome> DownstreamConnection::run() {
     }
     if (got != HeadResult::head) break;
     idle_ = false;
+    served_ = true;
     idle_since_.reset();
     body_done_ = false;
-    status_sent = 0;
-    bytes_sent = 0;
+    read_cancelled_ = false;
+    head_pending_ = false;
+    framing_ = Framing::none;
+    trailers_.clear();
+    status_sent_ = 0;
+    bytes_sent_ = 0;
     keep_alive_ = parser_.keep_alive() && !worker_.draining();
+    prepare_request();
+    if (!request_.has_body) {
+      // Completes the parser's message (a request without a body).
+      (void)co_await read_body(std::chrono::milliseconds(0));
+    }
     co_await RequestLifecycle(*this).run();
+    if (!stream_.is_open()) break;  // aborted
     if (!body_done_) {
       if (keep_alive_) {
         co_await drain_request_body();
@@ -221,9 +392,8 @@ awaitable<DownstreamConnection::Outcome> DownstreamConnection::run() {
     // leaves it in error, and the connection closes).
     if (!keep_alive_ || parser_.in_message()) break;
   }
-  error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_send, ec);
-  socket_.close(ec);
+  stream_.shutdown_send();
+  stream_.close();
   co_return Outcome::closed;
 }
 

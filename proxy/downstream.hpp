@@ -1,24 +1,29 @@
 #pragma once
-// One accepted connection: reads requests (pipelined ones are answered in order, one
-// at a time), enforces the header deadline and the idle timeout, hands each request
-// to a RequestLifecycle, and answers what meshd answers itself.
+// The HTTP/1.1 server adapter: one accepted connection. It reads requests (pipelined
+// ones are answered in order, one at a time), enforces the header deadline and the
+// idle timeout, turns each request into a protocol-neutral RequestHead, runs a
+// RequestLifecycle on it as a DownstreamStream, and writes the response with HTTP/1.1
+// framing: Content-Length, chunked (with trailers) or until close; 100 Continue;
+// interim responses; hop-by-hop fields; keep-alive; parking of idle connections.
 #include <array>
 #include <list>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "metrics/stats.hpp"
 #include "net/byte_buffer.hpp"
 #include "proxy/http1_codec.hpp"
 #include "proxy/io.hpp"
 #include "proxy/local_reply.hpp"
+#include "proxy/stream.hpp"
 
 namespace meshd::proxy {
 
 class Worker;
 
-class DownstreamConnection {
+class DownstreamConnection final : public DownstreamStream {
  public:
   // A keep-alive connection idle this long is parked by its worker: its coroutines
   // end and only the socket and a few bytes stay (Worker::park), so that thousands of
@@ -27,60 +32,79 @@ class DownstreamConnection {
 
   // `peer` is empty for a new connection (it is looked up); a connection coming back
   // from parking brings it, with the time it became idle.
-  DownstreamConnection(Worker& worker, tcp::socket socket, metrics::Direction direction, std::string peer = {},
-                       std::optional<Clock::time_point> idle_since = std::nullopt);
-  ~DownstreamConnection();
+  DownstreamConnection(Worker& worker, tcp::socket socket, metrics::Direction direction, std::size_t listener = 0,
+                       std::string peer = {}, std::optional<Clock::time_point> idle_since = std::nullopt);
+  ~DownstreamConnection() override;
   enum class Outcome { closed, park };
   // Serves requests until the connection closes (its socket closed) or has been idle
   // kParkAfter (its socket left open, for take_socket()).
   awaitable<Outcome> run();
-  tcp::socket take_socket() { return std::move(socket_); }
+  tcp::socket take_socket() { return std::move(stream_.tcp_socket()); }
   std::string take_peer() { return std::move(peer_); }
   // When the connection became idle (set when run() returns park).
   Clock::time_point idle_since() const { return idle_since_.value_or(Clock::now()); }
+  // Called by the worker when draining: closes the connection now if it is idle.
+  void close_if_idle();
+  // Called by the worker when stopping.
+  void close() { stream_.close(); }
 
-  // For the request lifecycle.
-  struct BodyPiece {
-    enum class Kind { data, end, error, timeout, closed } kind = Kind::end;
-    std::string_view data;  // valid until the next read_body()
-  };
-  awaitable<BodyPiece> read_body(std::chrono::milliseconds idle);
+  // DownstreamStream
+  const RequestHead& request() const override { return request_; }
+  awaitable<BodyEvent> read_body(std::chrono::milliseconds idle) override;
+  void cancel_read() override;
+  awaitable<bool> send_interim(const ResponseHead& head) override;
+  awaitable<bool> send_head(const ResponseHead& head) override;
+  awaitable<bool> flush() override;
+  awaitable<bool> send_data(std::string_view piece) override;
+  awaitable<bool> send_end(std::span<const Field> trailers) override;
+  void abort() override;
+  awaitable<void> send_local_reply(LocalReply r, std::string_view detail, std::uint32_t retry_after = 0) override;
+  void close_after() override { keep_alive_ = false; }
+  metrics::Direction direction() const override { return direction_; }
+  std::size_t listener() const override { return listener_; }
+  const std::string& peer() const override { return peer_; }
+  std::string remote_address() override;
+  std::string local_address() override;
+  int status_sent() const override { return status_sent_; }
+  std::uint64_t bytes_sent() const override { return bytes_sent_; }
+  Worker& worker() override { return worker_; }
+
+ private:
+  enum class HeadResult { head, closed, park };
+  enum class Framing : std::uint8_t { none, length, chunked, close };
+  awaitable<HeadResult> read_head();
+  void prepare_request();
+  awaitable<void> drain_request_body();
   // Up to four pieces in one gathered send (empty ones are skipped); false when the
   // write failed (the connection then closes).
   awaitable<bool> write_gather(std::array<std::string_view, 4> pieces);
   awaitable<bool> write(std::string_view bytes) { return write_gather({bytes, {}, {}, {}}); }
-  // Writes meshd's own answer (SPEC §3 table) and, for errors, marks the connection to close.
-  awaitable<void> reply(LocalReply r, std::string_view detail, bool close = false, std::uint32_t retry_after = 0);
-
-  const MessageHead& head() const { return parser_.head(); }
-  metrics::Direction direction() const { return direction_; }
-  const std::string& peer() const { return peer_; }
-  bool keep_alive() const { return keep_alive_; }
-  void set_close() { keep_alive_ = false; }
-  Worker& worker() { return worker_; }
-  tcp::socket& socket() { return socket_; }
-  // Called by the worker when draining: closes the connection now if it is idle.
-  void close_if_idle();
-  // The response status sent, for logs (0 if none yet).
-  int status_sent = 0;
-  std::uint64_t bytes_sent = 0;
-
- private:
-  enum class HeadResult { head, closed, park };
-  awaitable<HeadResult> read_head();
-  awaitable<void> drain_request_body();
 
   Worker& worker_;
-  tcp::socket socket_;
+  ByteStream stream_;
   Watchdog watchdog_;
   metrics::Direction direction_;
+  std::size_t listener_;
   Http1Parser parser_;
   net::ByteBuffer buffer_;
   std::size_t pending_consume_ = 0;  // bytes of buffer_ handed out as body, consumed on the next read
   std::string peer_;
+  // The request being served, in neutral form (its fields point into parser_'s head).
+  RequestHead request_;
+  std::vector<Field> fields_;
+  std::vector<Field> trailers_;  // the request's trailers, filtered
+  // The response being written.
+  std::string head_bytes_;  // the head, built by send_head, sent with the first data
+  bool head_pending_ = false;
+  Framing framing_ = Framing::none;
+  bool expect_continue_ = false;  // the client waits for "100 Continue" before its body
+  bool read_cancelled_ = false;
+  int status_sent_ = 0;
+  std::uint64_t bytes_sent_ = 0;
   bool keep_alive_ = true;
   bool idle_ = true;
   bool body_done_ = true;
+  bool served_ = false;  // a request was read on this connection (or before parking)
   std::optional<Clock::time_point> idle_since_;  // set while waiting for a request
   std::list<DownstreamConnection*>::iterator tracked_;
 };

@@ -50,6 +50,8 @@ Http1Parser::Http1Parser(Kind kind, HeadLimits limits)
   settings->on_body = &Http1Parser::on_body;
   settings->on_message_complete = &Http1Parser::on_message_complete;
   settings->on_headers_complete = &Http1Parser::on_headers_complete;
+  settings->on_header_field = &Http1Parser::on_trailer_name;
+  settings->on_header_value = &Http1Parser::on_trailer_value;
   llhttp_init(parser_, kind == Kind::request ? HTTP_REQUEST : HTTP_RESPONSE, settings);
   parser_->data = this;
 }
@@ -67,8 +69,51 @@ int Http1Parser::on_body(llhttp_t* p, const char* at, std::size_t len) {
   return HPE_PAUSED;  // one piece per event: the caller writes it before reading more
 }
 
+// llhttp reports header fields through these callbacks: the head's are checked and
+// indexed by check_*_head before llhttp sees them, so only the trailers of a chunked
+// body are kept here (state body), within the head's byte limit.
+int Http1Parser::on_trailer_name(llhttp_t* p, const char* at, std::size_t len) {
+  auto* self = static_cast<Http1Parser*>(p->data);
+  if (self->state_ != State::body) return 0;
+  if (self->in_trailer_value_ || self->trailer_raw_.empty()) {
+    if (!self->trailer_raw_.empty()) self->trailer_raw_ += '\0';
+    self->in_trailer_value_ = false;
+  }
+  self->trailer_raw_.append(at, len);
+  return self->trailer_raw_.size() > self->limits_.max_bytes ? -1 : 0;
+}
+
+int Http1Parser::on_trailer_value(llhttp_t* p, const char* at, std::size_t len) {
+  auto* self = static_cast<Http1Parser*>(p->data);
+  if (self->state_ != State::body) return 0;
+  if (!self->in_trailer_value_) {
+    self->trailer_raw_ += '\0';
+    self->in_trailer_value_ = true;
+  }
+  self->trailer_raw_.append(at, len);
+  return self->trailer_raw_.size() > self->limits_.max_bytes ? -1 : 0;
+}
+
+void Http1Parser::index_trailers() {
+  trailers_.clear();
+  if (trailer_raw_.empty()) return;
+  if (!in_trailer_value_) trailer_raw_ += '\0';  // a name without a value
+  std::string_view rest = trailer_raw_;
+  while (!rest.empty()) {
+    const auto n = rest.find('\0');
+    const std::string_view name = rest.substr(0, n);
+    rest = n == std::string_view::npos ? std::string_view() : rest.substr(n + 1);
+    const auto v = rest.find('\0');
+    const std::string_view value = trim(rest.substr(0, v));
+    rest = v == std::string_view::npos ? std::string_view() : rest.substr(v + 1);
+    if (trailers_.size() < limits_.max_count) trailers_.push_back({name, value});
+  }
+}
+
 int Http1Parser::on_message_complete(llhttp_t* p) {
-  static_cast<Http1Parser*>(p->data)->complete_ = true;
+  auto* self = static_cast<Http1Parser*>(p->data);
+  self->index_trailers();
+  self->complete_ = true;
   return HPE_PAUSED;  // stop at the message's end: what follows is the next message
 }
 
@@ -133,6 +178,9 @@ Http1Parser::Step Http1Parser::parse(std::string_view input) {
     }
     complete_ = false;
     got_body_ = false;
+    trailer_raw_.clear();
+    trailers_.clear();
+    in_trailer_value_ = false;
     const llhttp_errno_t err = llhttp_execute(parser_, head_.raw.data(), head_.raw.size());
     if (err == HPE_PAUSED) {
       llhttp_resume(parser_);

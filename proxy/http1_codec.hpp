@@ -67,9 +67,14 @@ class Http1Parser {
   const MessageHead& head() const { return head_; }
   MessageHead& head() { return head_; }
   std::string_view body() const { return body_; }
+  // Trailer fields of a chunked message (names as sent), valid from its
+  // message_complete until the next message's head.
+  const std::vector<FieldView>& trailers() const { return trailers_; }
   HeadVerdict::Status error_status() const { return error_status_; }
   const char* error_reason() const { return error_reason_; }
   bool in_message() const { return state_ != State::idle; }
+  // The message's end is known without more input (the next parse() completes it).
+  bool complete_pending() const { return state_ == State::body && complete_; }
   // Whether the body runs until the connection closes (responses without length).
   bool body_until_close() const;
   bool keep_alive() const;
@@ -80,6 +85,9 @@ class Http1Parser {
   static int on_body(llhttp__internal_s* p, const char* at, std::size_t len);
   static int on_message_complete(llhttp__internal_s* p);
   static int on_headers_complete(llhttp__internal_s* p);
+  static int on_trailer_name(llhttp__internal_s* p, const char* at, std::size_t len);
+  static int on_trailer_value(llhttp__internal_s* p, const char* at, std::size_t len);
+  void index_trailers();
 
   Kind kind_;
   HeadLimits limits_;
@@ -88,6 +96,12 @@ class Http1Parser {
   MessageHead head_;
   State state_ = State::idle;
   std::string_view body_;
+  // Trailers: bytes as "name\0value\0" pairs (a field may arrive over several inputs),
+  // indexed into trailers_ when the message completes.
+  std::string trailer_raw_;
+  std::size_t trailer_limit_bytes_ = 0;
+  bool in_trailer_value_ = false;
+  std::vector<FieldView> trailers_;
   bool got_body_ = false;
   bool complete_ = false;
   bool no_body_ = false;

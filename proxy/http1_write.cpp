@@ -1,5 +1,6 @@
 #include "proxy/http1_write.hpp"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace meshd::proxy {
@@ -77,23 +78,60 @@ bool HopByHop::operator()(std::string_view name) const {
   return false;
 }
 
-void build_request_head(const MessageHead& in, const UpstreamRequest& r, std::string& out) {
-  out.reserve(out.size() + in.raw.size() + 128);
+std::size_t end_to_end_fields(const MessageHead& head, bool request, std::vector<FieldView>& out) {
+  out.clear();
+  std::size_t framing_at = kFramingAtEnd;
+  const HopByHop hop_by_hop(head);
+  for (const auto& f : head.fields) {
+    if (hop_by_hop(f.name) || (request && iequals_ascii(f.name, "expect"))) {
+      if (framing_at == kFramingAtEnd &&
+          (iequals_ascii(f.name, "content-length") || iequals_ascii(f.name, "transfer-encoding"))) {
+        framing_at = out.size();
+      }
+      continue;
+    }
+    out.push_back(f);
+  }
+  return framing_at;
+}
+
+bool trailer_allowed(std::string_view name) {
+  static constexpr std::string_view forbidden[] = {"connection", "keep-alive", "proxy-connection", "te",
+                                                   "transfer-encoding", "upgrade", "http2-settings",
+                                                   "content-length", "host", "trailer"};
+  for (auto f : forbidden) {
+    if (iequals_ascii(name, f)) return false;
+  }
+  return true;
+}
+
+void build_request_head(const OutgoingRequest& r, std::string& out) {
+  const RequestHead& in = *r.head;
+  out.reserve(out.size() + 256 + 32 * in.fields.size());
   out += in.method;
   out += ' ';
-  out += r.path_and_query;
+  out += r.path;
   out += " HTTP/1.1\r\n";
-  const HopByHop hop_by_hop(in);
   bool host_done = false, xff_done = false, proto_done = false, id_seen = false;
+  auto framing = [&] {
+    if (r.length) {
+      out += "Content-Length: " + std::to_string(*r.length) + "\r\n";
+    } else if (r.has_body) {
+      out += "Transfer-Encoding: chunked\r\n";
+    }
+  };
+  std::size_t index = 0;
   for (const auto& f : in.fields) {
-    if (hop_by_hop(f.name) || iequals_ascii(f.name, "expect")) continue;
-    out += f.name;
-    out += ": ";
+    if (index++ == in.framing_at) framing();
     if (iequals_ascii(f.name, "host")) {
       if (host_done) continue;
-      out += r.host;
+      out += f.name;
+      out += ": ";
+      out += r.authority;
       host_done = true;
     } else if (iequals_ascii(f.name, "x-forwarded-for") && !xff_done) {
+      out += f.name;
+      out += ": ";
       out += f.value;
       if (!r.forwarded_for.empty()) {
         out += ", ";
@@ -101,18 +139,22 @@ void build_request_head(const MessageHead& in, const UpstreamRequest& r, std::st
       }
       xff_done = true;
     } else if (iequals_ascii(f.name, "x-forwarded-proto") && !proto_done) {
+      out += f.name;
+      out += ": ";
       out += f.value;
-      out += ", http";
+      out += ", http";  // the downstream connection's protocol (TLS sets https)
       proto_done = true;
     } else {
       if (iequals_ascii(f.name, "x-request-id")) id_seen = true;
+      out += f.name;
+      out += ": ";
       out += f.value;
     }
     out += "\r\n";
   }
   if (!host_done) {
     out += "Host: ";
-    out += r.host;
+    out += r.authority;
     out += "\r\n";
   }
   if (!xff_done && !r.forwarded_for.empty()) {
@@ -120,46 +162,75 @@ void build_request_head(const MessageHead& in, const UpstreamRequest& r, std::st
     out += r.forwarded_for;
     out += "\r\n";
   }
-  if (!proto_done) out += "x-forwarded-proto: http\r\n";
+  if (!proto_done) {
+    out += "x-forwarded-proto: http\r\n";
+  }
   if (!id_seen && !r.request_id.empty()) {
     out += "x-request-id: ";
     out += r.request_id;
     out += "\r\n";
   }
-  if (r.content_length) {
-    out += "Content-Length: " + std::to_string(*r.content_length) + "\r\n";
-  } else if (r.body) {
-    out += "Transfer-Encoding: chunked\r\n";
-  }
+  if (in.framing_at >= in.fields.size()) framing();
   out += "\r\n";
 }
 
-void build_response_head(const MessageHead& in, const DownstreamResponse& r, std::string& out) {
-  out.reserve(out.size() + in.raw.size() + 64);
+namespace {
+void status_line(const ResponseHead& in, std::string& out) {
   out += "HTTP/1.1 ";
   out += std::to_string(in.status);
   out += ' ';
   out += in.reason.empty() ? reason_phrase(in.status) : in.reason;
   out += "\r\n";
-  const HopByHop hop_by_hop(in);
-  for (const auto& f : in.fields) {
-    if (hop_by_hop(f.name)) continue;
+}
+void fields(std::span<const Field> fs, std::string& out) {
+  for (const auto& f : fs) {
     out += f.name;
     out += ": ";
     out += f.value;
     out += "\r\n";
   }
-  switch (r.framing) {
-    case DownstreamResponse::Framing::length:
-      out += "Content-Length: " + std::to_string(r.content_length) + "\r\n";
-      break;
-    case DownstreamResponse::Framing::chunked:
-      out += "Transfer-Encoding: chunked\r\n";
-      break;
-    default:
-      break;
-  }
+}
+}  // namespace
+
+void build_response_head(const ResponseHead& in, const DownstreamResponse& r, std::string& out) {
+  out.reserve(out.size() + 128 + 32 * in.fields.size());
+  status_line(in, out);
+  auto framing = [&] {
+    switch (r.framing) {
+      case DownstreamResponse::Framing::length:
+        out += "Content-Length: " + std::to_string(r.content_length) + "\r\n";
+        break;
+      case DownstreamResponse::Framing::chunked:
+        out += "Transfer-Encoding: chunked\r\n";
+        break;
+      default:
+        break;
+    }
+  };
+  // The framing field where the sender had its own, the others in their order.
+  const std::size_t at = std::min(in.framing_at, in.fields.size());
+  fields(in.fields.first(at), out);
+  framing();
+  fields(in.fields.subspan(at), out);
   if (r.close) out += "Connection: close\r\n";
+  out += "\r\n";
+}
+
+void build_interim_head(const ResponseHead& in, std::string& out) {
+  status_line(in, out);
+  fields(in.fields, out);
+  out += "\r\n";
+}
+
+void build_last_chunk(std::span<const Field> trailers, std::string& out) {
+  out += "0\r\n";
+  for (const auto& f : trailers) {
+    if (!trailer_allowed(f.name)) continue;
+    out += f.name;
+    out += ": ";
+    out += f.value;
+    out += "\r\n";
+  }
   out += "\r\n";
 }
 

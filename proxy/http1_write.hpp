@@ -9,7 +9,11 @@
 #include <string>
 #include <string_view>
 
+#include <span>
+#include <vector>
+
 #include "proxy/http1_codec.hpp"
+#include "proxy/message.hpp"
 
 namespace meshd::proxy {
 
@@ -29,16 +33,19 @@ class HopByHop {
   bool overflow_ = false;  // more Connection fields than kept: ask the head
 };
 
-struct UpstreamRequest {
-  std::string_view path_and_query;  // origin-form, path normalized
-  std::string_view host;            // the Host to send
-  std::string_view forwarded_for;   // appended to x-forwarded-for
-  std::string_view request_id;      // set when the request had none
-  bool body = false;                // chunked unless content_length
-  std::optional<std::uint64_t> content_length;
-};
-// The request head meshd sends upstream (appended to `out`).
-void build_request_head(const MessageHead& in, const UpstreamRequest& r, std::string& out);
+// The end-to-end fields of a parsed head, in order (hop-by-hop fields dropped, and
+// for a request Expect, which meshd answers itself): what the neutral message holds.
+// Returns where the head's first Content-Length or Transfer-Encoding field stood
+// among the kept fields (kFramingAtEnd when it had none).
+std::size_t end_to_end_fields(const MessageHead& head, bool request, std::vector<FieldView>& out);
+// Whether a trailer field may be passed on (RFC 9110 §6.5.1: never framing, routing
+// or hop-by-hop fields).
+bool trailer_allowed(std::string_view name);
+
+// The request head meshd sends upstream (appended to `out`): origin-form, Host set to
+// the authority (at the place of the client's Host), x-forwarded-for appended,
+// x-forwarded-proto and x-request-id added; chunked unless the length is known.
+void build_request_head(const OutgoingRequest& r, std::string& out);
 
 struct DownstreamResponse {
   enum class Framing { none, length, chunked, close } framing = Framing::none;
@@ -46,7 +53,11 @@ struct DownstreamResponse {
   bool close = false;  // add "connection: close"
 };
 // The response head meshd sends downstream (appended to `out`).
-void build_response_head(const MessageHead& in, const DownstreamResponse& r, std::string& out);
+void build_response_head(const ResponseHead& in, const DownstreamResponse& r, std::string& out);
+// An interim (1xx) response head.
+void build_interim_head(const ResponseHead& in, std::string& out);
+// Trailer fields after the last chunk, and the blank line ending the message.
+void build_last_chunk(std::span<const Field> trailers, std::string& out);
 
 // Chunked framing of one piece ("<hex>\r\n"), and the last chunk.
 std::string chunk_header(std::size_t size);

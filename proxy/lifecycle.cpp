@@ -6,17 +6,10 @@
 #include "mesh/request_view.hpp"
 #include "net/asio_address.hpp"
 #include "proxy/access_log.hpp"
-#include "proxy/http1_write.hpp"
 
 namespace meshd::proxy {
 
 namespace {
-
-// A response body is read from the upstream in pieces of up to 64 KiB: a body that is
-// already waiting in the socket goes downstream in one send, not four, which halves
-// the system calls and wakes the client once. The buffer is released when the
-// connection goes back to the pool, so only streaming responses hold it.
-constexpr std::size_t kBodyRead = net::ByteBuffer::kLargeBlock;
 
 bool idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" || method == "DELETE" ||
@@ -62,20 +55,40 @@ struct ActiveRequest {
   bool is_retry;
 };
 
+ErrorKind downstream_error(ResetCause c) {
+  return c == ResetCause::malformed ? ErrorKind::downstream_malformed
+         : c == ResetCause::timeout ? ErrorKind::downstream_timeout
+                                    : ErrorKind::downstream_closed;
+}
+
 }  // namespace
 
-RequestLifecycle::RequestLifecycle(DownstreamConnection& conn)
-    : conn_(conn), worker_(conn.worker()), view_(conn.worker().view()), head_(conn.head()) {}
+RequestLifecycle::RequestLifecycle(DownstreamStream& down)
+    : down_(down), worker_(down.worker()), view_(down.worker().view()), req_(down.request()) {}
 
-awaitable<void> RequestLifecycle::reply(LocalReply r, std::string_view detail, bool close) {
+awaitable<void> RequestLifecycle::reply(LocalReply r, std::string_view detail) {
   flag_ = info(r).code;
-  co_await conn_.reply(r, detail, close);
+  co_await down_.send_local_reply(r, detail);
+}
+
+awaitable<void> RequestLifecycle::fail(ErrorKind kind, std::string_view detail) {
+  const auto& row = describe(kind);
+  flag_ = row.flag;
+  if (row.source == ErrorSource::downstream) down_.close_after();
+  if (row.reply && down_.status_sent() == 0 && kind != ErrorKind::downstream_closed) {
+    co_await down_.send_local_reply(*row.reply, detail);
+  }
+}
+
+const IngressView* RequestLifecycle::ingress() const {
+  const auto i = down_.listener();
+  return i < view_->ingress.size() ? &view_->ingress[i] : nullptr;
 }
 
 std::optional<std::uint32_t> RequestLifecycle::rate_limited() {
-  // The node's listener rate limit applies to inbound requests only.
-  if (conn_.direction() != metrics::Direction::ingress || !view_->rate_limit) return std::nullopt;
-  auto wait = view_->rate_limit->take(Clock::now().time_since_epoch());
+  const auto* in = ingress();
+  if (in == nullptr || !in->rate_limit) return std::nullopt;
+  auto wait = in->rate_limit->take(Clock::now().time_since_epoch());
   if (!wait) return std::nullopt;
   node_label_ = view_->node_label;
   return static_cast<std::uint32_t>(std::max<std::int64_t>(
@@ -84,26 +97,23 @@ std::optional<std::uint32_t> RequestLifecycle::rate_limited() {
 
 awaitable<void> RequestLifecycle::run() {
   start_ = Clock::now();
-  has_body_ = head_.chunked || (head_.content_length && *head_.content_length > 0);
-  content_length_ = head_.content_length;
-  if (!has_body_) body_complete_ = true;
+  body_complete_ = !req_.has_body;
+  const bool inbound = down_.direction() == metrics::Direction::ingress;
 
-  // Tunnels do not exist yet: CONNECT and Upgrade get 501, except h2c, which is
-  // dropped (Upgrade and HTTP2-Settings are hop-by-hop) and served as HTTP/1.1.
-  if (head_.method == "CONNECT") {
-    co_await reply(LocalReply::not_implemented, "CONNECT tunnels are not supported", true);
-  } else if (auto up = head_.get("upgrade"); up && !iequals_ascii(*up, "h2c")) {
-    co_await reply(LocalReply::not_implemented, "protocol upgrades are not supported", true);
-  } else if (auto wait = rate_limited(); wait) {
-    co_await conn_.reply(LocalReply::rate_limited, "", false, *wait);
+  // The request filters. Both directions: tunnels do not exist yet, so CONNECT and
+  // Upgrade get 501 (h2c is not refused: the adapter dropped Upgrade and
+  // HTTP2-Settings, which are hop-by-hop, and the request is served as HTTP/1.1).
+  // Inbound only: the node's listener rate limit.
+  if (req_.method == "CONNECT") {
+    down_.close_after();
+    co_await reply(LocalReply::not_implemented, "CONNECT tunnels are not supported");
+  } else if (!req_.upgrade.empty()) {
+    down_.close_after();
+    co_await reply(LocalReply::not_implemented, "protocol upgrades are not supported");
+  } else if (auto wait = inbound ? rate_limited() : std::nullopt; wait) {
     flag_ = info(LocalReply::rate_limited).code;
+    co_await down_.send_local_reply(LocalReply::rate_limited, "", *wait);
   } else if (co_await route()) {
-    // Expect: 100-continue is answered here; the upstream never sees Expect.
-    if (has_body_ && head_.minor_version == 1) {
-      if (auto expect = head_.get("expect"); expect && iequals_ascii(*expect, "100-continue")) {
-        co_await conn_.write("HTTP/1.1 100 Continue\r\n\r\n");
-      }
-    }
     co_await forward();
   }
   record();
@@ -111,18 +121,7 @@ awaitable<void> RequestLifecycle::run() {
 
 awaitable<bool> RequestLifecycle::route() {
   const auto& snap = *view_->snap;
-  // Target: origin-form, or absolute-form (an app using HTTP_PROXY), whose authority
-  // wins over Host (RFC 9112 §3.2.2: Host is rebuilt from it).
-  std::string_view target = head_.target;
-  std::string_view authority;
-  if (auto scheme_end = target.find("://"); scheme_end != std::string_view::npos && target.front() != '/') {
-    const auto rest = target.substr(scheme_end + 3);
-    const auto slash = rest.find_first_of("/?");
-    authority = rest.substr(0, slash);
-    target = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
-  } else if (auto host = head_.get("host")) {
-    authority = *host;
-  }
+  std::string_view target = req_.path;
   if (target == "*") target = "/";
   const auto q = target.find('?');
   path_.reserve(target.size() + 1);
@@ -133,34 +132,39 @@ awaitable<bool> RequestLifecycle::route() {
     path_ += '?';
     path_ += query;
   }
-  host_ = std::string(authority);
-  if (auto id = head_.get("x-request-id"); !id) request_id_ = uuid4(worker_.rng());
+  host_ = std::string(req_.authority);
+  if (auto id = req_.get("x-request-id"); !id) request_id_ = uuid4(worker_.rng());
 
-  if (conn_.direction() == metrics::Direction::ingress) {
+  if (down_.direction() == metrics::Direction::ingress) {
+    const auto* in = ingress();
     target_.to_app = true;
-    target_.timeouts = view_->ingress_timeouts;
     target_.retry = mesh::RetryPolicySpec::app_mesh_default();
     target_.retry.max_retries = 0;  // the callers' sidecars retry; this hop only fixes pool races
     node_label_ = view_->node_label;
-    if (view_->app == nullptr) {
-      co_await reply(LocalReply::no_healthy_upstream, "no application port");
+    if (in == nullptr || in->app == nullptr) {
+      co_await fail(ErrorKind::no_endpoints, in != nullptr && in->listener_port == 0
+                                                 ? "the node no longer has this listener"
+                                                 : "no application port");
       co_return false;
     }
+    target_.timeouts = in->timeouts;
     co_return true;
   }
 
-  auto parsed = mesh::parse_authority(authority);
+  auto parsed = mesh::parse_authority(req_.authority);
   if (!parsed) {
-    co_await reply(LocalReply::bad_request, authority.empty() ? "the request has no authority (Host)"
-                                                              : "invalid authority", true);
+    down_.close_after();
+    co_await fail(ErrorKind::no_authority,
+                  req_.authority.empty() ? "the request has no authority (Host)" : "invalid authority");
     co_return false;
   }
-  mesh::RequestView req;
-  req.method = head_.method;
-  req.path = std::string_view(path_).substr(0, path_size);
-  req.query = query;
-  req.headers = head_.fields;  // the parsed fields, not a copy
-  const auto d = snap.route(parsed->host, parsed->port, req);
+  mesh::RequestView rv;
+  rv.method = req_.method;
+  rv.scheme = req_.scheme;
+  rv.path = std::string_view(path_).substr(0, path_size);
+  rv.query = query;
+  rv.headers = req_.fields;  // the parsed fields, not a copy
+  const auto d = snap.route(parsed->host, parsed->port, rv);
   using Outcome = mesh::RouteDecision::Outcome;
   if (d.service != nullptr) target_.service = d.service;
   switch (d.outcome) {
@@ -173,20 +177,20 @@ awaitable<bool> RequestLifecycle::route() {
         target_.retry.max_retries = 0;
         co_return true;
       }
-      co_await reply(LocalReply::egress_denied,
-                     "'" + parsed->host + "' is not a backend of virtual node '" + snap.node().name + "'");
+      co_await fail(error_for(d.outcome),
+                    "'" + parsed->host + "' is not a backend of virtual node '" + snap.node().name + "'");
       co_return false;
     case Outcome::no_provider:
-      co_await reply(LocalReply::no_healthy_upstream, "virtual service has no provider");
+      co_await fail(error_for(d.outcome), "virtual service has no provider");
       co_return false;
     case Outcome::no_listener: {
       std::string ports;
       for (const auto& l : *d.service->listeners) ports += (ports.empty() ? "" : ", ") + std::to_string(l.port);
-      co_await reply(LocalReply::no_route, "no router listener for this port (listeners: " + ports + ")");
+      co_await fail(error_for(d.outcome), "no router listener for this port (listeners: " + ports + ")");
       co_return false;
     }
     case Outcome::no_route:
-      co_await reply(LocalReply::no_route, "no route matches");
+      co_await fail(error_for(d.outcome), "no route matches");
       co_return false;
     case Outcome::routed:
       break;
@@ -203,7 +207,7 @@ awaitable<bool> RequestLifecycle::route() {
 }
 
 std::shared_ptr<mesh::Endpoint> RequestLifecycle::pick_endpoint(const std::vector<const mesh::Endpoint*>& tried) {
-  if (target_.to_app) return view_->app;
+  if (target_.to_app) return ingress()->app;
   const auto& table = *view_->endpoints;
   if (target_.cluster >= table.size() || !table[target_.cluster]) return nullptr;
   const auto& ce = *table[target_.cluster];
@@ -214,7 +218,7 @@ std::shared_ptr<mesh::Endpoint> RequestLifecycle::pick_endpoint(const std::vecto
   in.avoid = &tried;
   if (const auto& lb = cluster.node->spec.load_balancing) {
     in.policy = lb->policy;
-    if (lb->hash_on_header) in.hash_key = head_.get(*lb->hash_on_header);
+    if (lb->hash_on_header) in.hash_key = req_.get(*lb->hash_on_header);
   }
   if (in.policy == mesh::LbPolicy::ROUND_ROBIN) in.round_robin = worker_.next_round_robin(target_.cluster);
   return mesh::pick_endpoint(in, worker_.rng());
@@ -226,6 +230,10 @@ std::chrono::milliseconds RequestLifecycle::body_read_timeout() const {
   auto t = worker_.limits().downstream_idle_timeout;
   if (target_.timeouts.idle.count() > 0 && target_.timeouts.idle < t) t = target_.timeouts.idle;
   return t;
+}
+
+std::chrono::milliseconds RequestLifecycle::route_idle() const {
+  return target_.timeouts.idle.count() > 0 ? target_.timeouts.idle : std::chrono::milliseconds(300000);
 }
 
 void RequestLifecycle::report_outcome(mesh::Endpoint& ep, bool server_error) {
@@ -256,7 +264,7 @@ bool RequestLifecycle::retry_budget_allows() const {
 awaitable<bool> RequestLifecycle::acquire_app_slot() {
   // The local app's connectionPool.http: at most maxConnections requests in flight to
   // it (one per HTTP/1.1 connection), at most maxPendingRequests waiting; beyond, 503.
-  auto& limit = *view_->app_limit;
+  auto& limit = *ingress()->app_limit;
   auto try_take = [&] {
     auto active = limit.active.load(std::memory_order_relaxed);
     while (active < limit.max_connections) {
@@ -305,260 +313,170 @@ awaitable<void> RequestLifecycle::backoff(std::uint32_t attempt) {
   co_await timer.async_wait(use_tuple);
 }
 
-awaitable<RequestLifecycle::Failure> RequestLifecycle::send_request(UpstreamConnection& up, bool& wrote_any) {
-  wrote_any = false;
-  UpstreamRequest r;
-  r.path_and_query = path_;
-  r.host = host_;
-  r.forwarded_for = conn_.peer();
-  r.request_id = request_id_;
-  r.body = has_body_;
-  // A body fully kept goes with its length; otherwise it streams (chunked, or with
-  // the client's Content-Length).
-  if (has_body_ && body_complete_ && !body_overflow_) {
-    r.content_length = kept_body_.size();
-  } else if (has_body_) {
-    r.content_length = content_length_;
-  }
-  scratch_.clear();
-  build_request_head(head_, r, scratch_);
-  const bool chunked = has_body_ && !r.content_length;
-  const auto idle = target_.timeouts.idle.count() > 0 ? target_.timeouts.idle : std::chrono::milliseconds(300000);
-  up.watchdog.arm(up.socket, idle);
-  // The head and whatever body is kept, then the rest of the body as it arrives.
-  std::string first = std::move(scratch_);
-  if (!kept_body_.empty()) {
-    if (chunked) first += chunk_header(kept_body_.size());
-    first += kept_body_;
-    if (chunked) first += "\r\n";
-  }
-  if (chunked && body_complete_) first += kLastChunk;
-  auto [ec, n] = co_await asio::async_write(up.socket, asio::buffer(first), use_tuple);
-  scratch_ = std::move(first);
-  wrote_any = n > 0;
-  if (ec) {
-    up.watchdog.disarm();
-    co_return Failure::reset;
-  }
-  while (has_body_ && !body_complete_) {
-    auto piece = co_await conn_.read_body(body_read_timeout());
-    if (piece.kind == DownstreamConnection::BodyPiece::Kind::end) {
-      body_complete_ = true;
-      if (chunked) {
-        auto [wec, wn] = co_await asio::async_write(up.socket, asio::buffer(kLastChunk.data(), kLastChunk.size()), use_tuple);
-        if (wec) co_return Failure::reset;
-      }
-      break;
-    }
-    if (piece.kind != DownstreamConnection::BodyPiece::Kind::data) {
-      up.watchdog.disarm();
-      co_return piece.kind == DownstreamConnection::BodyPiece::Kind::error     ? Failure::downstream_bad
-             : piece.kind == DownstreamConnection::BodyPiece::Kind::timeout ? Failure::downstream_timeout
-                                                                            : Failure::downstream_closed;
-    }
-    bytes_received_ += piece.data.size();
-    if (!body_overflow_ && kept_body_.size() + piece.data.size() <= worker_.limits().retry_buffer_bytes) {
-      kept_body_.append(piece.data);
-    } else {
-      body_overflow_ = true;
-      kept_body_.clear();
-      kept_body_.shrink_to_fit();
-    }
-    std::array<asio::const_buffer, 3> bufs;
-    std::string ch = chunked ? chunk_header(piece.data.size()) : std::string();
-    bufs[0] = asio::buffer(ch);
-    bufs[1] = asio::buffer(piece.data.data(), piece.data.size());
-    bufs[2] = asio::buffer(chunked ? "\r\n" : "", chunked ? 2 : 0);
-    up.watchdog.arm(up.socket, idle);
-    auto [wec, wn] = co_await asio::async_write(up.socket, bufs, use_tuple);
-    if (wec) {
-      up.watchdog.disarm();
-      co_return Failure::reset;
-    }
-  }
-  up.watchdog.disarm();
-  co_return Failure::none;
-}
-
-awaitable<RequestLifecycle::Failure> RequestLifecycle::read_response_head(UpstreamConnection& up,
-                                                                          Clock::time_point try_deadline,
-                                                                          bool per_try_limited) {
-  up.parser.expect_no_body(head_.method == "HEAD");
-  up.watchdog.arm_at(up.socket, try_deadline);
-  while (true) {
-    const auto step = up.parser.parse(up.buffer.view());
-    if (step.event == Http1Parser::Event::head) {
-      up.buffer.consume(step.consumed);
-      const int status = up.parser.head().status;
-      if (status >= 100 && status < 200) {
-        // Interim responses (100 Continue, 103) are not forwarded: meshd answered
-        // Expect itself. Skip to the final response.
-        auto done = up.parser.parse(up.buffer.view());
-        up.buffer.consume(done.consumed);
-        up.parser.expect_no_body(head_.method == "HEAD");
-        continue;
-      }
-      up.watchdog.disarm();
-      co_return Failure::none;
-    }
-    if (step.event == Http1Parser::Event::error) {
-      up.watchdog.disarm();
-      co_return Failure::reset;
-    }
-    char* space = up.buffer.prepare(16384);
-    auto [ec, n] = co_await up.socket.async_read_some(asio::buffer(space, 16384), use_tuple);
-    up.buffer.commit(n);
-    if (ec) {
-      const bool timed_out = up.watchdog.fired();
-      up.watchdog.disarm();
-      if (timed_out) co_return per_try_limited ? Failure::per_try_timeout : Failure::timeout;
-      co_return Failure::reset;
-    }
-  }
-}
-
-awaitable<bool> RequestLifecycle::stream_response(UpstreamConnection& up) {
-  const MessageHead& rh = up.parser.head();
-  const bool no_body = head_.method == "HEAD" || rh.status == 204 || rh.status == 304;
-  DownstreamResponse out;
-  const bool client_11 = head_.minor_version >= 1;
-  if (no_body) {
-    if (rh.content_length) {
-      out.framing = DownstreamResponse::Framing::length;
-      out.content_length = *rh.content_length;
-    }
-  } else if (rh.content_length) {
-    out.framing = DownstreamResponse::Framing::length;
-    out.content_length = *rh.content_length;
-  } else if (client_11) {
-    out.framing = DownstreamResponse::Framing::chunked;
+void RequestLifecycle::keep_body(std::string_view piece) {
+  bytes_received_ += piece.size();
+  if (!body_overflow_ && kept_body_.size() + piece.size() <= worker_.limits().retry_buffer_bytes) {
+    kept_body_.append(piece);
   } else {
-    out.framing = DownstreamResponse::Framing::close;
-    conn_.set_close();
-  }
-  if (worker_.draining()) conn_.set_close();
-  out.close = !conn_.keep_alive();
-  scratch_.clear();
-  build_response_head(rh, out, scratch_);
-  conn_.status_sent = rh.status;
-  // The head waits to go out with the first piece of the body (or the end of the
-  // message), so that a small response is one send; it is flushed on its own only
-  // before waiting for more of the upstream's bytes.
-  bool head_pending = true;
-  const bool chunked = out.framing == DownstreamResponse::Framing::chunked;
-  const auto idle = target_.timeouts.idle.count() > 0 ? target_.timeouts.idle : std::chrono::milliseconds(300000);
-  std::string chunk_size;
-  while (true) {
-    auto step = up.parser.parse(up.buffer.view());
-    const std::string_view head = head_pending ? std::string_view(scratch_) : std::string_view();
-    if (step.event == Http1Parser::Event::body) {
-      const auto piece = up.parser.body();
-      bool ok;
-      if (chunked) {
-        chunk_size = chunk_header(piece.size());
-        ok = co_await conn_.write_gather({head, chunk_size, piece, "\r\n"});
-      } else {
-        ok = co_await conn_.write_gather({head, piece, {}, {}});
-      }
-      head_pending = false;
-      up.buffer.consume(step.consumed);
-      if (!ok) co_return false;
-      continue;
-    }
-    if (step.event == Http1Parser::Event::message_complete) {
-      up.buffer.consume(step.consumed);
-      if ((head_pending || chunked) &&
-          !co_await conn_.write_gather({head, chunked ? kLastChunk : std::string_view(), {}, {}})) {
-        co_return false;
-      }
-      co_return true;
-    }
-    if (step.event == Http1Parser::Event::error) co_return false;
-    if (head_pending) {  // more of the upstream's bytes are needed: the head goes now
-      if (!co_await conn_.write(scratch_)) co_return false;
-      head_pending = false;
-    }
-    up.buffer.consume(step.consumed);
-    char* space = up.buffer.prepare(kBodyRead);
-    if (deadline_) {
-      up.watchdog.arm_at(up.socket, std::min(*deadline_, Clock::now() + idle));
-    } else {
-      up.watchdog.arm(up.socket, idle);
-    }
-    auto [ec, n] = co_await up.socket.async_read_some(asio::buffer(space, kBodyRead), use_tuple);
-    const bool timed_out = up.watchdog.fired();
-    up.watchdog.disarm();
-    up.buffer.commit(n);
-    if (ec) {
-      if (timed_out) {
-        flag_ = info(LocalReply::upstream_timeout).code;
-        ++worker_.stats().timeouts[{target_.service ? target_.service->label : metrics::empty_label(),
-                                    node_label_ ? node_label_ : metrics::empty_label()}];
-        co_return false;
-      }
-      if (ec == asio::error::eof) {
-        auto fin = up.parser.finish();
-        if (fin.event == Http1Parser::Event::message_complete) {
-          if (chunked && !co_await conn_.write(kLastChunk)) co_return false;
-          conn_.set_close();
-          co_return true;
-        }
-      }
-      co_return false;
-    }
+    body_overflow_ = true;
+    kept_body_.clear();
+    kept_body_.shrink_to_fit();
   }
 }
 
-awaitable<RequestLifecycle::Failure> RequestLifecycle::read_first_body_piece() {
+void RequestLifecycle::keep_trailers(std::span<const Field> trailers) {
+  // The downstream's trailers are views into its buffers: kept as copies, for the
+  // upload and any replay.
+  std::size_t size = 0;
+  for (const auto& t : trailers) size += t.name.size() + t.value.size();
+  kept_trailer_bytes_.clear();
+  kept_trailer_bytes_.reserve(size);
+  kept_trailers_.clear();
+  for (const auto& t : trailers) {
+    const auto at = kept_trailer_bytes_.size();
+    kept_trailer_bytes_ += t.name;
+    kept_trailer_bytes_ += t.value;
+    kept_trailers_.push_back({std::string_view(kept_trailer_bytes_).substr(at, t.name.size()),
+                              std::string_view(kept_trailer_bytes_).substr(at + t.name.size(), t.value.size())});
+  }
+}
+
+awaitable<std::optional<ErrorKind>> RequestLifecycle::read_first_body_piece() {
   // The first piece of the body is read before anything goes upstream, so that a
   // body broken at its start (a bad chunk size) is refused with nothing forwarded,
   // and a small body is sent whole with its length.
-  auto piece = co_await conn_.read_body(body_read_timeout());
-  using Kind = DownstreamConnection::BodyPiece::Kind;
-  switch (piece.kind) {
-    case Kind::data:
-      bytes_received_ += piece.data.size();
-      kept_body_.append(piece.data);
-      if (kept_body_.size() > worker_.limits().retry_buffer_bytes) body_overflow_ = true;
-      co_return Failure::none;
-    case Kind::end:
+  auto ev = co_await down_.read_body(body_read_timeout());
+  switch (ev.kind) {
+    case BodyEvent::Kind::data:
+      keep_body(ev.data);
+      co_return std::nullopt;
+    case BodyEvent::Kind::end:
+      keep_trailers(ev.trailers);
       body_complete_ = true;
-      co_return Failure::none;
-    case Kind::error:
-      co_return Failure::downstream_bad;
-    case Kind::timeout:
-      co_return Failure::downstream_timeout;
-    case Kind::closed:
+      co_return std::nullopt;
+    case BodyEvent::Kind::reset:
       break;
   }
-  co_return Failure::downstream_closed;
+  co_return downstream_error(ev.cause);
 }
 
-awaitable<void> RequestLifecycle::answer_downstream_failure(Failure f) {
-  conn_.set_close();
-  if (conn_.status_sent != 0) co_return;
-  if (f == Failure::downstream_bad) {
-    co_await reply(LocalReply::bad_request, "malformed request body", true);
-  } else if (f == Failure::downstream_timeout) {
-    co_await reply(LocalReply::request_timeout, "the request body stalled", true);
-  } else {
-    flag_ = kDownstreamDisconnect;
+awaitable<void> RequestLifecycle::upload(UpstreamExchange& up) {
+  // The rest of the request body, while forward() reads the response: a response may
+  // begin before the request ends (an early 413, a long poll, a streaming upload).
+  for (std::uint64_t i = 0; !stop_upload_; ++i) {
+    auto ev = co_await down_.read_body(body_read_timeout());
+    if (stop_upload_) break;
+    if (ev.kind == BodyEvent::Kind::data) {
+      keep_body(ev.data);
+      if (co_await up.send_data(ev.data, route_idle())) break;  // the upstream failed: forward() sees it
+      continue;
+    }
+    if (ev.kind == BodyEvent::Kind::end) {
+      keep_trailers(ev.trailers);
+      body_complete_ = true;
+      co_await up.send_end(kept_trailers_);
+      break;
+    }
+    // The client sent a broken body, stalled or went away: the upstream request is
+    // abandoned with its connection (which wakes forward()).
+    upload_failure_ = downstream_error(ev.cause);
+    up.abandon();
+    break;
+  }
+  uploading_ = false;
+  upload_done_->cancel();
+}
+
+awaitable<void> RequestLifecycle::finish_upload(UpstreamExchange& up, bool stop) {
+  if (!uploading_) co_return;
+  if (stop) {
+    stop_upload_ = true;
+    down_.cancel_read();
+    up.abandon();
+  }
+  for (int i = 0; uploading_ && i < 1000000; ++i) co_await upload_done_->async_wait(use_tuple);
+}
+
+awaitable<std::optional<Error>> RequestLifecycle::exchange(UpstreamExchange& up, ResponseHead& rh,
+                                                           Clock::time_point try_deadline, bool per_try) {
+  OutgoingRequest out;
+  out.head = &req_;
+  out.path = path_;
+  out.authority = host_;
+  out.forwarded_for = down_.peer();
+  out.request_id = request_id_;
+  out.has_body = req_.has_body;
+  out.idle = route_idle();
+  // A body kept whole goes with its length (unless it has trailers, which need a
+  // framing that can carry them); otherwise it streams with the client's length,
+  // or without one.
+  const bool whole = body_complete_ && !body_overflow_;
+  if (req_.has_body && whole && kept_trailers_.empty()) {
+    out.length = kept_body_.size();
+  } else if (req_.has_body && !whole) {
+    out.length = req_.length;
+  }
+  const bool ends_here = body_complete_ && kept_trailers_.empty();
+  if (auto err = co_await up.send_head(out, kept_body_, ends_here)) co_return err;
+  if (body_complete_ && !ends_here) {
+    if (auto err = co_await up.send_end(kept_trailers_)) co_return err;
+  }
+  if (!body_complete_) {
+    uploading_ = true;
+    stop_upload_ = false;
+    if (!upload_done_) upload_done_ = std::make_unique<asio::steady_timer>(worker_.ioc(), Clock::time_point::max());
+    upload_done_->expires_at(Clock::time_point::max());
+    asio::co_spawn(worker_.ioc(), upload(up), asio::detached);
+  }
+  for (int interim = 0;; ++interim) {
+    if (auto err = co_await up.read_head(try_deadline, per_try, rh)) co_return err;
+    if (rh.status >= 200 || interim >= 100) break;
+    // 1xx (103 Early Hints...): passed on as RFC 9110 §15.2 asks of a proxy.
+    if (!co_await down_.send_interim(rh)) co_return Error{ErrorKind::downstream_closed, false, ""};
+  }
+  co_return std::nullopt;
+}
+
+awaitable<RequestLifecycle::Streamed> RequestLifecycle::stream_response(UpstreamExchange& up, const ResponseHead& rh) {
+  if (!co_await down_.send_head(rh)) co_return Streamed::downstream_gone;
+  const auto idle = route_idle();
+  for (std::uint64_t i = 0;; ++i) {
+    // The head was held to go out with the first piece: it goes now if the
+    // upstream's next bytes are not here yet.
+    if (!up.body_ready() && !co_await down_.flush()) co_return Streamed::downstream_gone;
+    const auto until = deadline_ ? std::min(*deadline_, Clock::now() + idle) : Clock::now() + idle;
+    auto ev = co_await up.read_body(until);
+    switch (ev.kind) {
+      case BodyEvent::Kind::data:
+        if (!co_await down_.send_data(ev.data)) co_return Streamed::downstream_gone;
+        break;
+      case BodyEvent::Kind::end:
+        co_return co_await down_.send_end(ev.trailers) ? Streamed::complete : Streamed::downstream_gone;
+      case BodyEvent::Kind::reset:
+        if (ev.cause == ResetCause::timeout) {
+          flag_ = info(LocalReply::upstream_timeout).code;
+          ++worker_.stats().timeouts[{target_.service ? target_.service->label : metrics::empty_label(),
+                                      node_label_ ? node_label_ : metrics::empty_label()}];
+        }
+        co_return Streamed::upstream_broken;
+    }
   }
 }
 
 awaitable<void> RequestLifecycle::forward() {
   const auto& limits = worker_.limits();
-  if (has_body_ && !body_complete_) {
-    if (auto f = co_await read_first_body_piece(); f != Failure::none) {
-      co_await answer_downstream_failure(f);
+  if (!body_complete_) {
+    if (auto f = co_await read_first_body_piece()) {
+      co_await fail(*f, *f == ErrorKind::downstream_malformed ? "malformed request body" : "the request body stalled");
       co_return;
     }
   }
   if (target_.timeouts.per_request.count() > 0) deadline_ = start_ + target_.timeouts.per_request;
-  if (target_.to_app && view_->app_limit) {
+  const auto* in = target_.to_app ? ingress() : nullptr;
+  if (in != nullptr && in->app_limit) {
     if (!co_await acquire_app_slot()) {
       ++worker_.stats().overflow[node_label_ ? node_label_ : metrics::empty_label()];
-      co_await reply(LocalReply::overflow, "the application's connection pool is full");
+      co_await fail(ErrorKind::overflow, "the application's connection pool is full");
       co_return;
     }
     holds_app_slot_ = true;
@@ -566,7 +484,7 @@ awaitable<void> RequestLifecycle::forward() {
   struct SlotGuard {
     RequestLifecycle& self;
     ~SlotGuard() {
-      if (self.holds_app_slot_) self.view_->app_limit->active.fetch_sub(1, std::memory_order_relaxed);
+      if (self.holds_app_slot_) self.ingress()->app_limit->active.fetch_sub(1, std::memory_order_relaxed);
     }
   } slot_guard{*this};
   std::vector<const mesh::Endpoint*> tried;
@@ -576,14 +494,16 @@ awaitable<void> RequestLifecycle::forward() {
   if (target_.outside_mesh) {
     outside = co_await resolve_outside();
     if (!outside) {
-      co_await reply(LocalReply::upstream_connect_failure, "cannot resolve '" + target_.outside_host + "'");
+      co_await fail(ErrorKind::connect_failure, "cannot resolve '" + target_.outside_host + "'");
       co_return;
     }
   }
+  // One attempt per turn: pick an endpoint, lease an exchange, send, read the head;
+  // a failure loops back while the retry policy, the kept body and the budget allow.
   while (true) {
     auto ep = outside ? outside : pick_endpoint(tried);
     if (!ep) {
-      co_await reply(LocalReply::no_healthy_upstream, "the target virtual node has no endpoints");
+      co_await fail(ErrorKind::no_endpoints, "the target virtual node has no endpoints");
       co_return;
     }
     tried.push_back(ep.get());
@@ -593,11 +513,8 @@ awaitable<void> RequestLifecycle::forward() {
       node_state = (*view_->endpoints)[target_.cluster]->node_state.get();
     }
     ActiveRequest active(ep, node_state, attempt > 0);
-    const bool replayable = !has_body_ || (!body_overflow_ && (body_complete_ || kept_body_.empty()));
-    auto can_retry_now = [&](bool replayable_body) {
-      return attempt < target_.retry.max_retries && replayable_body && retry_budget_allows();
-    };
-    const bool can_retry = can_retry_now(replayable);
+    auto replayable = [&] { return !req_.has_body || (!body_overflow_ && body_complete_); };
+    auto can_retry = [&] { return attempt < target_.retry.max_retries && replayable() && retry_budget_allows(); };
     auto retry_counted = [&]() {
       ++attempt;
       ++retries_;
@@ -606,103 +523,101 @@ awaitable<void> RequestLifecycle::forward() {
     };
 
     error_code ec;
-    const auto connect_timeout = limits.upstream_connect_timeout;
     auto* gauge = &worker_.stats().upstream_connections[node_label_ ? node_label_ : metrics::empty_label()];
+    // A named key: GCC 12 mishandles temporaries with destructors in a co_await
+    // expression (GCC bugs 99576 and 100611).
+    const PoolKey key{ep.get(), UpstreamProtocol::http1, {}};
     auto up = co_await worker_.pool().acquire(
-        ep, connect_timeout, HeadLimits{limits.max_request_headers_bytes, limits.max_request_headers_count}, gauge, ec);
+        key, ep, limits.upstream_connect_timeout,
+        HeadLimits{limits.max_request_headers_bytes, limits.max_request_headers_count}, gauge, ec);
     if (!up) {
       report_outcome(*ep, true);  // connect failures count as server errors
-      if (can_retry && target_.retry.on_connect_failure) {
+      if (!body_overflow_ && (body_complete_ || kept_body_.empty() || !req_.has_body) && can_retry() &&
+          target_.retry.on_connect_failure) {
         retry_counted();
         co_await backoff(attempt);
         continue;
       }
-      co_await reply(LocalReply::upstream_connect_failure, ep->text + ": " + ec.message());
+      co_await fail(ErrorKind::connect_failure, ep->text + ": " + ec.message());
       co_return;
     }
-    const bool reused = up->reused;
 
-    bool wrote_any = false;
-    Failure failure = co_await send_request(*up, wrote_any);
-    if (failure == Failure::downstream_bad || failure == Failure::downstream_timeout ||
-        failure == Failure::downstream_closed) {
-      // The client sent a broken body, stalled or went away: the upstream request is
-      // abandoned with its connection.
-      up.reset();
-      co_await answer_downstream_failure(failure);
-      co_return;
-    }
     const auto now = Clock::now();
-    if (failure == Failure::none) {
-      Clock::time_point try_deadline = deadline_.value_or(now + std::chrono::hours(24 * 365));
-      bool per_try = false;
-      if (target_.retry.per_try_timeout.count() > 0 && now + target_.retry.per_try_timeout < try_deadline) {
-        try_deadline = now + target_.retry.per_try_timeout;
-        per_try = true;
-      }
-      failure = co_await read_response_head(*up, try_deadline, per_try);
+    Clock::time_point try_deadline = deadline_.value_or(now + std::chrono::hours(24 * 365));
+    bool per_try = false;
+    if (target_.retry.per_try_timeout.count() > 0 && now + target_.retry.per_try_timeout < try_deadline) {
+      try_deadline = now + target_.retry.per_try_timeout;
+      per_try = true;
     }
-    const bool replayable_now = !has_body_ || (!body_overflow_ && body_complete_);
-    if (failure == Failure::reset && reused && fresh_retries < 3 &&
-        (!wrote_any || (idempotent(head_.method) && replayable_now))) {
-      // The pooled connection was closed under us ("503 UC"): a fresh one, not a retry.
-      ++fresh_retries;
-      tried.pop_back();
-      continue;
-    }
-    if (failure == Failure::timeout || failure == Failure::per_try_timeout) {
-      ++worker_.stats().timeouts[{target_.service ? target_.service->label : metrics::empty_label(),
-                                  node_label_ ? node_label_ : metrics::empty_label()}];
-      // The upstream request is abandoned: its connection is closed, never reused.
+    ResponseHead rh;
+    auto err = co_await exchange(*up, rh, try_deadline, per_try);
+    if (err && uploading_) co_await finish_upload(*up, true);
+    if (upload_failure_ || (err && err->kind == ErrorKind::downstream_closed)) {
+      // The client sent a broken body, stalled or went away: the upstream request
+      // was abandoned with its connection.
+      const auto kind = upload_failure_.value_or(ErrorKind::downstream_closed);
+      if (uploading_) co_await finish_upload(*up, true);
       up.reset();
+      co_await fail(kind, kind == ErrorKind::downstream_malformed ? "malformed request body"
+                                                                  : "the request body stalled");
+      co_return;
+    }
+    if (err) {
+      const bool reset = err->kind == ErrorKind::upstream_reset || err->kind == ErrorKind::upstream_protocol;
+      if (reset && up->reused() && fresh_retries < 3 &&
+          (!up->wrote_any() || (idempotent(req_.method) && replayable()))) {
+        // The pooled connection was closed under us ("503 UC"): a fresh one, not a retry.
+        ++fresh_retries;
+        tried.pop_back();
+        continue;
+      }
+      up.reset();  // an exchange that failed is never reused
       report_outcome(*ep, true);
-      if (failure == Failure::per_try_timeout && can_retry_now(replayable_now)) {
+      if (err->kind == ErrorKind::upstream_timeout || err->kind == ErrorKind::per_try_timeout) {
+        ++worker_.stats().timeouts[{target_.service ? target_.service->label : metrics::empty_label(),
+                                    node_label_ ? node_label_ : metrics::empty_label()}];
+        if (err->kind == ErrorKind::per_try_timeout && can_retry()) {
+          retry_counted();
+          co_await backoff(attempt);
+          continue;
+        }
+        co_await fail(err->kind, "the upstream did not answer in time");
+        co_return;
+      }
+      if (can_retry() && target_.retry.on_reset) {
         retry_counted();
         co_await backoff(attempt);
         continue;
       }
-      co_await reply(LocalReply::upstream_timeout, "the upstream did not answer in time");
+      co_await fail(ErrorKind::upstream_reset, ep->text + " closed the connection before a full response");
       co_return;
     }
-    if (failure == Failure::reset) {
-      up.reset();
-      report_outcome(*ep, true);
-      if (can_retry_now(replayable_now) && target_.retry.on_reset) {
-        retry_counted();
-        co_await backoff(attempt);
-        continue;
-      }
-      co_await reply(LocalReply::upstream_reset, ep->text + " closed the connection before a full response");
-      co_return;
-    }
-    const int status = up->parser.head().status;
-    keep_logged_response_headers(up->parser.head());
-    report_outcome(*ep, status >= 500);
-    if (target_.retry.retries_status(status) && can_retry_now(replayable_now)) {
+    keep_logged_response_headers(rh);
+    report_outcome(*ep, rh.status >= 500);
+    if (target_.retry.retries_status(rh.status) && can_retry()) {
       up.reset();  // not reading the rest of this response: the connection cannot be reused
       retry_counted();
       co_await backoff(attempt);
       continue;
     }
-    if (attempt > 0 && target_.retry.retries_status(status)) {
+    if (attempt > 0 && target_.retry.retries_status(rh.status)) {
       flag_ = attempt == target_.retry.max_retries ? kRetriesExhausted : kRetryBudgetExhausted;
     }
-    const bool ok = co_await stream_response(*up);
-    if (!ok) {
-      // A failure after the response head went downstream: reset the downstream
-      // connection so the client sees a truncated response, never a complete one.
-      conn_.set_close();
-      error_code ignored;
-      conn_.socket().set_option(asio::socket_base::linger(true, 0), ignored);
-      conn_.socket().close(ignored);
-      if (flag_.empty()) flag_ = kUpstreamResetAfterHeaders;
+    const auto streamed = co_await stream_response(*up, rh);
+    // The response is done: a request body still on its way is not wanted any more.
+    co_await finish_upload(*up, true);
+    if (upload_failure_ && streamed == Streamed::complete) {
+      down_.close_after();  // the rest of a broken body cannot be skipped
+    } else if (streamed != Streamed::complete) {
+      // A failure after the response head went downstream: the client sees a
+      // truncated response, never a complete one.
+      down_.abort();
+      if (flag_.empty()) flag_ = describe(ErrorKind::reset_after_headers).flag;
       co_return;
     }
-    if (up->parser.keep_alive() && !up->parser.in_message()) {
-      worker_.pool().release(std::move(up),
-                             target_.to_app ? limits.upstream_idle_timeout_app : limits.upstream_idle_timeout_mesh,
-                             limits.max_idle_upstream_per_endpoint);
-    }
+    worker_.pool().release(std::move(up),
+                           target_.to_app ? limits.upstream_idle_timeout_app : limits.upstream_idle_timeout_mesh,
+                           limits.max_idle_upstream_per_endpoint);
     co_return;
   }
 }
@@ -712,23 +627,22 @@ void RequestLifecycle::record() {
   const auto* service = target_.service ? target_.service->label : metrics::empty_label();
   const auto* route = target_.route ? target_.route->label : metrics::empty_label();
   const auto* node = node_label_ ? node_label_ : metrics::empty_label();
-  const auto status = static_cast<std::uint16_t>(conn_.status_sent);
-  ++stats.requests[{conn_.direction(), service, route, node, status}];
+  const auto status = static_cast<std::uint16_t>(down_.status_sent());
+  ++stats.requests[{down_.direction(), service, route, node, status}];
   const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
-  stats.durations[{conn_.direction(), service, node}].observe(seconds);
+  stats.durations[{down_.direction(), service, node}].observe(seconds);
   if (view_->access_log) {
-    AccessLogEntry e{conn_.direction(), head_, path_, host_, conn_.status_sent,
-                     conn_.bytes_sent, seconds, *service, *route, *node, flag_, retries_,
-                     request_id_.empty() ? head_.get("x-request-id").value_or("") : std::string_view(request_id_)};
+    AccessLogEntry e{down_.direction(), req_, path_, host_, down_.status_sent(),
+                     down_.bytes_sent(), seconds, *service, *route, *node, flag_, retries_,
+                     request_id_.empty() ? req_.get("x-request-id").value_or("") : std::string_view(request_id_)};
     e.bytes_received = bytes_received_;
     if (upstream_) e.upstream_host = upstream_->text;
-    e.remote_ip = conn_.peer();
+    e.remote_ip = down_.peer();
     if (!response_values_.empty()) e.response_headers = &response_values_;
     std::string remote, local;
     if (view_->access_log->needs_addresses()) {
-      error_code ec;
-      if (auto r = conn_.socket().remote_endpoint(ec); !ec) remote = net::endpoint_text(net::from_asio(r.address()), r.port());
-      if (auto l = conn_.socket().local_endpoint(ec); !ec) local = net::endpoint_text(net::from_asio(l.address()), l.port());
+      remote = down_.remote_address();
+      local = down_.local_address();
       e.remote_address = remote;
       e.local_address = local;
     }
@@ -736,7 +650,7 @@ void RequestLifecycle::record() {
   }
 }
 
-void RequestLifecycle::keep_logged_response_headers(const MessageHead& response) {
+void RequestLifecycle::keep_logged_response_headers(const ResponseHead& response) {
   if (!view_->access_log) return;
   const auto& names = view_->access_log->response_header_names();
   if (names.empty()) return;

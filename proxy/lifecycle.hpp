@@ -1,15 +1,19 @@
 #pragma once
-// The life of one request (docs/life_of_a_request.md): route it, pick an endpoint,
-// take a pooled connection, send the request while streaming its body, read the
-// response head, retry while the policy and the kept body allow, stream the response
-// back, then count and log it (always).
+// The life of one request (docs/life_of_a_request.md), on protocol-neutral streams:
+// request filters (the rate limit), route it, pick an endpoint, lease an upstream
+// exchange, send the request and stream the rest of its body while the response is
+// read (both ways at once), retry while the policy and the kept body allow, stream
+// the response back, then count and log it (always). It never sees HTTP/1.1 framing:
+// the adapters behind DownstreamStream and UpstreamExchange own that.
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "mesh/endpoints.hpp"
 #include "mesh/snapshot.hpp"
-#include "proxy/downstream.hpp"
+#include "proxy/errors.hpp"
+#include "proxy/stream.hpp"
 #include "proxy/upstream.hpp"
 #include "proxy/worker.hpp"
 
@@ -17,7 +21,7 @@ namespace meshd::proxy {
 
 class RequestLifecycle {
  public:
-  explicit RequestLifecycle(DownstreamConnection& conn);
+  explicit RequestLifecycle(DownstreamStream& down);
   awaitable<void> run();
 
  private:
@@ -33,9 +37,11 @@ class RequestLifecycle {
     mesh::RetryPolicySpec retry;
     mesh::RouteTimeouts timeouts;
   };
-  enum class Failure { none, connect, reset, timeout, per_try_timeout, status, downstream_closed, downstream_bad,
-                       downstream_timeout };
+  // How streaming a response ended.
+  enum class Streamed { complete, downstream_gone, upstream_broken };
 
+  const IngressView* ingress() const;  // the listener an inbound request came in on
+  // Request filters, each wired for its direction in run().
   std::optional<std::uint32_t> rate_limited();  // seconds to wait, when over the limit
   awaitable<bool> route();
   awaitable<void> forward();
@@ -43,35 +49,47 @@ class RequestLifecycle {
   void report_outcome(mesh::Endpoint& ep, bool server_error);
   bool retry_budget_allows() const;
   std::chrono::milliseconds body_read_timeout() const;
+  std::chrono::milliseconds route_idle() const;
   awaitable<bool> acquire_app_slot();
   awaitable<std::shared_ptr<mesh::Endpoint>> resolve_outside();
-  awaitable<Failure> send_request(UpstreamConnection& up, bool& wrote_any);
-  awaitable<Failure> read_response_head(UpstreamConnection& up, Clock::time_point try_deadline,
-                                        bool per_try_limited);
-  awaitable<bool> stream_response(UpstreamConnection& up);
+  // One attempt: the request out (the rest of its body pumped by upload()), interim
+  // responses passed on, the final response head read into `rh`.
+  awaitable<std::optional<Error>> exchange(UpstreamExchange& up, ResponseHead& rh, Clock::time_point try_deadline,
+                                           bool per_try);
+  awaitable<void> upload(UpstreamExchange& up);
+  awaitable<void> finish_upload(UpstreamExchange& up, bool stop);
+  awaitable<Streamed> stream_response(UpstreamExchange& up, const ResponseHead& rh);
   awaitable<void> backoff(std::uint32_t attempt);
-  awaitable<Failure> read_first_body_piece();
-  awaitable<void> answer_downstream_failure(Failure f);
-  awaitable<void> reply(LocalReply r, std::string_view detail, bool close = false);
+  awaitable<std::optional<ErrorKind>> read_first_body_piece();
+  void keep_body(std::string_view piece);
+  void keep_trailers(std::span<const Field> trailers);
+  // Answers a failure (the error table: a local reply while nothing went downstream)
+  // and sets the access-log flag.
+  awaitable<void> fail(ErrorKind kind, std::string_view detail);
+  awaitable<void> reply(LocalReply r, std::string_view detail);
   void record();
-  void keep_logged_response_headers(const MessageHead& response);
+  void keep_logged_response_headers(const ResponseHead& response);
 
-  DownstreamConnection& conn_;
+  DownstreamStream& down_;
   Worker& worker_;
   std::shared_ptr<const RuntimeView> view_;
-  const MessageHead& head_;
+  const RequestHead& req_;
   Clock::time_point start_;
   Target target_;
   std::string path_;         // normalized path + query, sent upstream
-  std::string host_;         // the Host sent upstream
+  std::string host_;         // the authority sent upstream
   std::string request_id_;
-  // The request body: the first retry_buffer_bytes kept for retries.
-  bool has_body_ = false;
+  // The request body: the first retry_buffer_bytes kept for retries, with trailers.
   bool body_complete_ = false;  // every byte of the downstream body has been read
   bool body_overflow_ = false;  // more than the retry buffer: no replay
   std::string kept_body_;
-  std::optional<std::uint64_t> content_length_;
-  std::string scratch_;
+  std::string kept_trailer_bytes_;
+  std::vector<Field> kept_trailers_;
+  // The concurrent upload of the rest of the body (upload()).
+  bool uploading_ = false;
+  bool stop_upload_ = false;
+  std::optional<ErrorKind> upload_failure_;  // a downstream failure seen by upload()
+  std::unique_ptr<asio::steady_timer> upload_done_;
   const std::string* node_label_ = nullptr;
   std::optional<Clock::time_point> deadline_;
   std::uint32_t retries_ = 0;

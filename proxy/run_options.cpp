@@ -176,6 +176,17 @@ std::string parse_run_options(const std::vector<std::string>& args, RunOptions& 
     } else if (a == "--node") {
       out.node = *v;
       out.mesh_from_env.clear();
+    } else if (a == "--ingress-port" && v->find('=') != std::string::npos) {
+      const auto eq = v->find('=');
+      auto listener = parse_port(v->substr(0, eq));
+      auto port = parse_port(v->substr(eq + 1));
+      if (!listener || *listener == 0 || !port) {
+        return "--ingress-port: expected PORT or LISTENER_PORT=PORT, got '" + *v + "'";
+      }
+      for (const auto& [l, p] : out.listener_ports) {
+        if (l == *listener) return "--ingress-port: listener port " + std::to_string(*listener) + " given twice";
+      }
+      out.listener_ports.emplace_back(*listener, *port);
     } else if (a == "--ingress-port" || a == "--egress-port" || a == "--app-port") {
       auto p = parse_port(*v);
       if (!p || (a == "--app-port" && *p == 0)) return a + ": '" + *v + "' is not a port";

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "net/log.hpp"
@@ -37,7 +38,10 @@ struct RunOptions {
   std::string mesh_file;
   std::string node;
   std::string mesh_from_env;  // the mesh name given in APPMESH_* (must match the file's)
-  std::uint16_t ingress_port = 15000;
+  std::uint16_t ingress_port = 15000;  // the node's first listener
+  // `--ingress-port LISTENER_PORT=PORT`: where each other listener of the node is
+  // served (SPEC §9), in the order given.
+  std::vector<std::pair<std::uint16_t, std::uint16_t>> listener_ports;
   std::uint16_t egress_port = 15001;
   std::optional<std::uint16_t> app_port;
   std::string admin = "127.0.0.1:9901";

@@ -10,6 +10,7 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <functional>
 #include <future>
 #include <cstdio>
@@ -66,8 +67,14 @@ class Server {
     log::set_level(opts_.log_level);
     raise_open_files_limit();
     if (int rc = load(); rc != kExitOk) return rc;
+    if (int rc = plan_ingress(); rc != kExitOk) return rc;
+    apply_listener_settings();
     if (int rc = bind(); rc != kExitOk) return rc;
-    for (std::size_t i = 0; i < workers_.size(); ++i) workers_[i]->start(egress_.release(i), ingress_.release(i));
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      std::vector<int> ingress;
+      for (auto& slot : ingress_) ingress.push_back(slot.sockets.release(i));
+      workers_[i]->start(egress_.release(i), ingress);
+    }
     publish_view();
     admin_.start();
     // The bound addresses are the start's result (SPEC §2): written at any log level.
@@ -166,8 +173,9 @@ class Server {
     return kExitOk;
   }
 
-  // The node's own settings: access log, connection-pool limit, rate limit. Shared by
-  // every worker; a reload replaces them for new requests. Returns an error, or empty.
+  // The node's own settings: the access log, and each served listener's connection
+  // pool and rate limit (apply_listener_settings). Shared by every worker; a reload
+  // replaces them for new requests. Returns an error, or empty.
   std::string apply_node_settings() {
     const auto& node = snap_->node();
     std::string error;
@@ -175,24 +183,100 @@ class Server {
     if (node.spec.logging && node.spec.logging->access_log) {
       access_log_ = AccessLog::open(node.spec.logging->access_log->path, node.spec.logging->access_log->format, error);
     }
-    app_limit_.reset();
-    rate_limit_.reset();
-    if (const mesh::Listener* l = ingress_listener()) {
+    apply_listener_settings();
+    return error;  // the limits apply even when the access log could not be opened
+  }
+
+  // ---- ingress: the node's listeners, each on its own port (SPEC §9) ----------------
+  // A listening slot: one of the node's listeners, where it is served, and the app
+  // behind it. The first is --ingress-port; the others --ingress-port LISTENER=PORT.
+  struct IngressSlot {
+    std::uint16_t listener_port = 0;  // 0: the node has no listener (the app port alone)
+    std::uint16_t bind_port = 0;
+    std::optional<std::uint16_t> app_port;
+    std::string name;  // "ingress", "ingress:9090"
+    net::ListenSockets sockets;
+    std::shared_ptr<mesh::Endpoint> app;
+    std::shared_ptr<AppPoolLimit> app_limit;
+    std::shared_ptr<mesh::TokenBucket> rate_limit;
+  };
+
+  const mesh::Listener* node_listener(std::uint16_t port) const {
+    for (const auto& l : snap_->node().spec.listeners) {
+      if (l.port_mapping.port == port) return &l;
+    }
+    return nullptr;
+  }
+
+  // The slots, from the node's listeners and the command line; exit 2 when a listener
+  // would go unserved or a mapping names no listener.
+  int plan_ingress() {
+    const mesh::Listener* first = ingress_listener();
+    IngressSlot primary;
+    primary.name = "ingress";
+    primary.bind_port = opts_.ingress_port;
+    primary.app_port = opts_.app_port;
+    if (first != nullptr) {
+      primary.listener_port = static_cast<std::uint16_t>(first->port_mapping.port);
+      if (!primary.app_port) primary.app_port = primary.listener_port;
+    }
+    ingress_.push_back(std::move(primary));
+    std::string errors;
+    for (const auto& [listener, port] : opts_.listener_ports) {
+      if (node_listener(listener) == nullptr) {
+        errors += "meshd: --ingress-port " + std::to_string(listener) + "=" + std::to_string(port) +
+                  ": virtual node '" + opts_.node + "' has no listener on port " + std::to_string(listener) + "\n";
+      } else if (listener == ingress_.front().listener_port) {
+        errors += "meshd: --ingress-port " + std::to_string(listener) + "=" + std::to_string(port) +
+                  ": port " + std::to_string(listener) + " is the node's first listener, served on --ingress-port\n";
+      }
+    }
+    for (const auto& l : snap_->node().spec.listeners) {
+      const auto lp = static_cast<std::uint16_t>(l.port_mapping.port);
+      if (lp == ingress_.front().listener_port) continue;
+      const auto it = std::find_if(opts_.listener_ports.begin(), opts_.listener_ports.end(),
+                                   [&](const auto& m) { return m.first == lp; });
+      if (it == opts_.listener_ports.end()) {
+        errors += "meshd: virtual node '" + opts_.node + "' also listens on port " + std::to_string(lp) +
+                  ": serve it with --ingress-port " + std::to_string(lp) + "=PORT (its app at 127.0.0.1:" +
+                  std::to_string(lp) + ")\n";
+        continue;
+      }
+      IngressSlot slot;
+      slot.name = "ingress:" + std::to_string(lp);
+      slot.listener_port = lp;
+      slot.bind_port = it->second;
+      slot.app_port = lp;
+      ingress_.push_back(std::move(slot));
+    }
+    if (!errors.empty()) {
+      std::cerr << errors << std::flush;
+      return kExitUsage;
+    }
+    return kExitOk;
+  }
+
+  // Each slot's listener settings from the current snapshot (start and reload).
+  void apply_listener_settings() {
+    for (auto& slot : ingress_) {
+      slot.app_limit.reset();
+      slot.rate_limit.reset();
+      const mesh::Listener* l = slot.listener_port != 0 ? node_listener(slot.listener_port) : nullptr;
+      if (l == nullptr) continue;
       if (l->connection_pool) {
         if (const auto* http = std::get_if<mesh::HttpPool>(&l->connection_pool->kind)) {
-          app_limit_ = std::make_shared<AppPoolLimit>();
-          app_limit_->max_connections = static_cast<std::uint32_t>(http->max_connections);
-          app_limit_->max_pending = static_cast<std::uint32_t>(http->max_pending_requests.value_or(2147483647));
+          slot.app_limit = std::make_shared<AppPoolLimit>();
+          slot.app_limit->max_connections = static_cast<std::uint32_t>(http->max_connections);
+          slot.app_limit->max_pending = static_cast<std::uint32_t>(http->max_pending_requests.value_or(2147483647));
         }
       }
       if (l->rate_limit) {
-        rate_limit_ = std::make_shared<mesh::TokenBucket>(
+        slot.rate_limit = std::make_shared<mesh::TokenBucket>(
             l->rate_limit->requests_per_unit,
             l->rate_limit->unit == mesh::RateUnit::SECOND ? std::chrono::nanoseconds(std::chrono::seconds(1))
                                                           : std::chrono::nanoseconds(std::chrono::minutes(1)));
       }
     }
-    return error;  // the limits above apply even when the access log could not be opened
   }
 
   // What the admin thread shows of the loaded configuration (it never touches the
@@ -244,6 +328,14 @@ class Server {
     if (std::string error = apply_node_settings(); !error.empty()) {
       // The rest of the reload stands.
       log::write(log::Level::warning, "reload: " + error + " (no access log until a reload can open it)");
+    }
+    for (const auto& l : snap_->node().spec.listeners) {
+      const auto lp = static_cast<std::uint16_t>(l.port_mapping.port);
+      if (std::none_of(ingress_.begin(), ingress_.end(), [&](const IngressSlot& s) { return s.listener_port == lp; })) {
+        log::write(log::Level::warning, "reload: listener port " + std::to_string(lp) +
+                                            " is new: it is served after a restart with --ingress-port " +
+                                            std::to_string(lp) + "=PORT");
+      }
     }
     registry_.set_snapshot(snap_);  // endpoints that remain keep their state
     publish_view();
@@ -297,9 +389,12 @@ class Server {
     std::error_code ec;
     egress_ = net::ListenSockets::open(*net::parse_ip("127.0.0.1"), opts_.egress_port, n, 4096, ec);
     if (ec) return bind_error("egress", "127.0.0.1:" + std::to_string(opts_.egress_port), ec);
-    ingress_ = net::ListenSockets::open(*net::parse_ip("0.0.0.0"), opts_.ingress_port, n, 4096, ec);
-    if (ec) return bind_error("ingress", "0.0.0.0:" + std::to_string(opts_.ingress_port), ec);
-    listeners_ = {"egress " + egress_.address(), "ingress " + ingress_.address()};
+    listeners_ = {"egress " + egress_.address()};
+    for (auto& slot : ingress_) {
+      slot.sockets = net::ListenSockets::open(*net::parse_ip("0.0.0.0"), slot.bind_port, n, 4096, ec);
+      if (ec) return bind_error(slot.name.c_str(), "0.0.0.0:" + std::to_string(slot.bind_port), ec);
+      listeners_.push_back(slot.name + " " + slot.sockets.address());
+    }
     auto admin = net::split_host_port(opts_.admin, true);
     const std::string admin_bound = admin_.listen(
         admin->host, admin->port.value_or(0),
@@ -346,29 +441,34 @@ class Server {
     view->endpoints = registry_.table();
     view->node_label = metrics::intern(snap_->node().name);
     view->access_log = access_log_;
-    view->app_limit = app_limit_;
-    view->rate_limit = rate_limit_;
     view->outlier_notify = [this] { outlier_.notify(); };
     // Health checks and outlier detection follow the endpoints before workers see them.
     health_.update(*snap_, *view->endpoints);
     outlier_.update(snap_, view->endpoints);
-    std::optional<std::uint16_t> app_port = opts_.app_port;
-    const mesh::Listener* listener = ingress_listener();
-    if (!app_port && listener != nullptr) app_port = static_cast<std::uint16_t>(listener->port_mapping.port);
-
-    if (app_port) {
-      if (!app_endpoint_ || app_endpoint_->port != *app_port) {
-        app_endpoint_ = std::make_shared<mesh::Endpoint>();
-        app_endpoint_->ip = *net::parse_ip("127.0.0.1");
-        app_endpoint_->port = *app_port;
-        app_endpoint_->text = net::endpoint_text(app_endpoint_->ip, *app_port);
+    for (auto& slot : ingress_) {
+      IngressView in;
+      const mesh::Listener* listener = slot.listener_port != 0 ? node_listener(slot.listener_port) : nullptr;
+      const bool removed = slot.listener_port != 0 && listener == nullptr;  // by a reload
+      if (!removed) {
+        in.listener_port = slot.listener_port == 0 ? slot.bind_port : slot.listener_port;
+        if (slot.app_port) {
+          if (!slot.app || slot.app->port != *slot.app_port) {
+            slot.app = std::make_shared<mesh::Endpoint>();
+            slot.app->ip = *net::parse_ip("127.0.0.1");
+            slot.app->port = *slot.app_port;
+            slot.app->text = net::endpoint_text(slot.app->ip, *slot.app_port);
+          }
+          in.app = slot.app;
+        }
       }
-      view->app = app_endpoint_;
-    }
-    if (listener != nullptr && listener->timeout && listener->timeout->kind != mesh::Protocol::tcp) {
-      const auto& t = listener->timeout->http;
-      if (t.per_request) view->ingress_timeouts.per_request = t.per_request->millis();
-      if (t.idle) view->ingress_timeouts.idle = t.idle->millis();
+      if (listener != nullptr && listener->timeout && listener->timeout->kind != mesh::Protocol::tcp) {
+        const auto& t = listener->timeout->http;
+        if (t.per_request) in.timeouts.per_request = t.per_request->millis();
+        if (t.idle) in.timeouts.idle = t.idle->millis();
+      }
+      in.app_limit = slot.app_limit;
+      in.rate_limit = slot.rate_limit;
+      view->ingress.push_back(std::move(in));
     }
     std::shared_ptr<const RuntimeView> shared = view;
     view_.store(shared);
@@ -565,11 +665,25 @@ class Server {
     j.key("mesh").value(snap.config().mesh.name);
     j.key("node").value(snap.node().name);
     j.key("egress_filter").value(std::string(mesh::to_string(snap.egress_filter())));
-    j.key("app").value(view->app ? view->app->text : std::string());
+    const IngressView first = view->ingress.empty() ? IngressView{} : view->ingress.front();
+    j.key("app").value(first.app ? first.app->text : std::string());
     j.key("ingress_timeouts").begin_object();
-    j.key("per_request").value(ms_text(view->ingress_timeouts.per_request));
-    j.key("idle").value(ms_text(view->ingress_timeouts.idle));
+    j.key("per_request").value(ms_text(first.timeouts.per_request));
+    j.key("idle").value(ms_text(first.timeouts.idle));
     j.end_object();
+    j.key("ingress_listeners").begin_array();
+    for (std::size_t i = 0; i < view->ingress.size(); ++i) {
+      const auto& in = view->ingress[i];
+      j.begin_object();
+      j.key("listener_port").value(static_cast<std::int64_t>(in.listener_port));
+      j.key("address").value(ingress_[i].sockets.address());
+      j.key("app").value(in.app ? in.app->text : std::string());
+      j.key("per_request").value(ms_text(in.timeouts.per_request));
+      j.key("idle").value(ms_text(in.timeouts.idle));
+      j.key("connection_pool").value(static_cast<std::int64_t>(in.app_limit ? in.app_limit->max_connections : 0));
+      j.end_object();
+    }
+    j.end_array();
     j.key("limits").begin_object();
     std::istringstream limits(opts_.limits.describe());
     std::string line;
@@ -671,14 +785,12 @@ class Server {
   asio::steady_timer debounce_{main_};
   mesh::EndpointRegistry registry_;
   std::unique_ptr<net::CaresResolver> resolver_;
-  net::ListenSockets egress_, ingress_;
+  net::ListenSockets egress_;
+  std::vector<IngressSlot> ingress_;
   std::vector<std::string> listeners_;
   metrics::AdminServer admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::shared_ptr<mesh::Endpoint> app_endpoint_;
   std::shared_ptr<AccessLog> access_log_;
-  std::shared_ptr<AppPoolLimit> app_limit_;
-  std::shared_ptr<mesh::TokenBucket> rate_limit_;
   mesh::HealthChecker health_{main_};
   mesh::OutlierDetector outlier_{main_};
   std::atomic<std::shared_ptr<const RuntimeView>> view_;

@@ -1,11 +1,16 @@
 #pragma once
-// Upstream connections and the per-worker pool (DESIGN: pools are per worker, keyed
-// by endpoint). A pooled connection idle longer than its idle timeout is closed, and
-// one whose peer closed (or sent anything) while idle is never used: checked with a
-// non-blocking peek when it is taken after more than kPeekAfter idle. A connection
-// given back moments ago is taken without the peek (one syscall per request saved
-// under load): only a server that closes idle connections sooner than that could
-// race it, and the "503 UC" retry on a fresh connection covers that race anyway
+// The HTTP/1.1 client adapter (UpstreamConnection: one exclusive exchange at a time
+// on a connection to an endpoint) and the per-worker pool of upstream connections,
+// keyed by PoolKey {endpoint, protocol, TLS identity} (DESIGN "The protocol seam").
+// HTTP/1.1 leases are exclusive; an HTTP/2 lease will be a stream on a shared
+// connection under the same key.
+//
+// A pooled connection idle longer than its idle timeout is closed, and one whose peer
+// closed (or sent anything) while idle is never used: checked with a non-blocking
+// peek when it is taken after more than kPeekAfter idle. A connection given back
+// moments ago is taken without the peek (one syscall per request saved under load):
+// only a server that closes idle connections sooner than that could race it, and the
+// "503 UC" retry on a fresh connection covers that race anyway
 // (docs/life_of_a_request.md).
 #include <memory>
 #include <optional>
@@ -18,35 +23,85 @@
 #include "net/byte_buffer.hpp"
 #include "proxy/http1_codec.hpp"
 #include "proxy/io.hpp"
+#include "proxy/stream.hpp"
 
 namespace meshd::proxy {
 
-struct UpstreamConnection {
+enum class UpstreamProtocol : std::uint8_t { http1, http2, opaque_tcp };
+
+struct PoolKey {
+  const mesh::Endpoint* endpoint = nullptr;
+  UpstreamProtocol protocol = UpstreamProtocol::http1;
+  std::string tls_identity;  // empty: plain TCP (the TLS issue fills it in)
+  bool operator==(const PoolKey&) const = default;
+};
+struct PoolKeyHash {
+  std::size_t operator()(const PoolKey& k) const noexcept;
+};
+
+class UpstreamConnection final : public UpstreamExchange {
+ public:
   UpstreamConnection(asio::any_io_executor ex, std::shared_ptr<mesh::Endpoint> ep, HeadLimits limits)
-      : socket(ex), watchdog(ex), endpoint(std::move(ep)), parser(Http1Parser::Kind::response, limits) {}
-  ~UpstreamConnection();
-  tcp::socket socket;
-  Watchdog watchdog;
-  std::shared_ptr<mesh::Endpoint> endpoint;
-  Http1Parser parser;
-  net::ByteBuffer buffer;  // bytes read and not yet parsed
-  bool reused = false;
+      : stream_(ex), watchdog_(ex), endpoint_(std::move(ep)), parser_(Http1Parser::Kind::response, limits) {}
+  ~UpstreamConnection() override;
+
+  // UpstreamExchange
+  awaitable<std::optional<Error>> send_head(const OutgoingRequest& r, std::string_view body, bool end) override;
+  awaitable<std::optional<Error>> send_data(std::string_view piece, std::chrono::milliseconds idle) override;
+  awaitable<std::optional<Error>> send_end(std::span<const Field> trailers) override;
+  awaitable<std::optional<Error>> read_head(Clock::time_point deadline, bool per_try, ResponseHead& out) override;
+  awaitable<BodyEvent> read_body(Clock::time_point deadline) override;
+  bool body_ready() const override { return !buffer_.empty() || parser_.complete_pending(); }
+  void abandon() override;
+  bool reused() const override { return reused_; }
+  bool wrote_any() const override { return wrote_any_; }
+  bool reusable() const override;
+
+  // For the pool.
+  awaitable<error_code> connect(std::chrono::milliseconds timeout);
+  bool idle_and_open() const { return stream_.is_open() && buffer_.empty(); }
+  bool still_good();  // an idle connection: no EOF, error or stray bytes
+  const std::shared_ptr<mesh::Endpoint>& endpoint() const { return endpoint_; }
+  void begin_exchange();  // taken from the pool for a new request
+  void release_buffer() { buffer_.release_if_empty(); }
+  void mark_reused() { reused_ = true; }
   std::int64_t* gauge = nullptr;  // the worker's meshd_upstream_connections_active for the node
+  PoolKey key;
+
+ private:
+  enum class Framing : std::uint8_t { none, length, chunked };
+  awaitable<std::optional<Error>> write(std::span<const asio::const_buffer> bufs, std::chrono::milliseconds idle);
+
+  ByteStream stream_;
+  Watchdog watchdog_;
+  std::shared_ptr<mesh::Endpoint> endpoint_;
+  Http1Parser parser_;
+  net::ByteBuffer buffer_;  // bytes read and not yet parsed
+  std::vector<Field> fields_;    // the response head's end-to-end fields
+  std::vector<Field> trailers_;  // the response's trailers, filtered
+  std::string scratch_;
+  std::size_t pending_consume_ = 0;
+  Framing framing_ = Framing::none;
+  bool head_request_ = false;
+  bool reused_ = false;
+  bool wrote_any_ = false;
+  bool request_done_ = false;   // every byte of the request went out
+  bool response_done_ = false;  // the response ended at a message boundary
+  bool broken_ = false;         // an error, an abandon, or a close-delimited body
 };
 
 class UpstreamPool {
  public:
   static constexpr std::chrono::milliseconds kPeekAfter{200};
   explicit UpstreamPool(asio::any_io_executor ex) : ex_(ex) {}
-  // A pooled connection to `ep` that is still good, or a new one (connect timeout).
-  awaitable<std::unique_ptr<UpstreamConnection>> acquire(std::shared_ptr<mesh::Endpoint> ep,
-                                                         std::chrono::milliseconds connect_timeout,
-                                                         HeadLimits limits, std::int64_t* gauge,
-                                                         error_code& ec);
-  // Gives a connection back after a complete exchange (keep-alive): kept idle up to
-  // `idle_timeout`, at most `max_idle` per endpoint.
-  void release(std::unique_ptr<UpstreamConnection> c, std::chrono::milliseconds idle_timeout,
-               std::size_t max_idle);
+  // An exchange on a pooled connection for `key` that is still good, or on a new one
+  // (connect timeout); nullptr with `ec` when no connection could be made.
+  awaitable<std::unique_ptr<UpstreamExchange>> acquire(const PoolKey& key, std::shared_ptr<mesh::Endpoint> ep,
+                                                       std::chrono::milliseconds connect_timeout, HeadLimits limits,
+                                                       std::int64_t* gauge, error_code& ec);
+  // Gives an exchange back when it ended: its connection is kept idle (when reusable)
+  // up to `idle_timeout`, at most `max_idle` per key; otherwise closed.
+  void release(std::unique_ptr<UpstreamExchange> x, std::chrono::milliseconds idle_timeout, std::size_t max_idle);
   // Closes idle connections past their timeout (called every second by the worker).
   void sweep();
   void clear() { idle_.clear(); }
@@ -63,7 +118,7 @@ class UpstreamPool {
     Clock::time_point expires;
   };
   asio::any_io_executor ex_;
-  std::unordered_map<const mesh::Endpoint*, std::vector<Idle>> idle_;
+  std::unordered_map<PoolKey, std::vector<Idle>, PoolKeyHash> idle_;
   // The endpoints of the worker's current view, once it has one. An in-flight
   // connection keeps its endpoint alive, so an address here cannot be reused by a
   // different endpoint while that connection exists.

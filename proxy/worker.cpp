@@ -32,14 +32,11 @@ Worker::~Worker() {
   }
   parked_timer_.reset();  // timers and descriptors before their io_context
   park_events_.reset();
-  egress_.reset();
-  ingress_.reset();
+  acceptors_.clear();
   ioc_.reset();  // destroys what is left of the connections' coroutines
 }
 
-void Worker::start(int egress_fd, int ingress_fd) {
-  egress_ = std::make_unique<tcp::acceptor>(*ioc_);
-  ingress_ = std::make_unique<tcp::acceptor>(*ioc_);
+void Worker::start(int egress_fd, const std::vector<int>& ingress_fds) {
   // Listening descriptors are IPv4 or IPv6 as bound by net::ListenSockets.
   auto family_of = [](int fd) {
     sockaddr_storage addr{};
@@ -47,13 +44,16 @@ void Worker::start(int egress_fd, int ingress_fd) {
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
     return addr.ss_family == AF_INET6 ? tcp::v6() : tcp::v4();
   };
-  // Accepted sockets have their listener's family (IPv4-mapped ones included).
-  family_[static_cast<std::size_t>(metrics::Direction::egress)] = family_of(egress_fd);
-  family_[static_cast<std::size_t>(metrics::Direction::ingress)] = family_of(ingress_fd);
-  egress_->assign(family_[static_cast<std::size_t>(metrics::Direction::egress)], egress_fd);
-  ingress_->assign(family_[static_cast<std::size_t>(metrics::Direction::ingress)], ingress_fd);
-  asio::co_spawn(*ioc_, accept_loop(*egress_, metrics::Direction::egress), asio::detached);
-  asio::co_spawn(*ioc_, accept_loop(*ingress_, metrics::Direction::ingress), asio::detached);
+  std::vector<int> fds{egress_fd};
+  fds.insert(fds.end(), ingress_fds.begin(), ingress_fds.end());
+  per_listener_.assign(fds.size(), 0);
+  for (std::size_t slot = 0; slot < fds.size(); ++slot) {
+    // Accepted sockets have their listener's family (IPv4-mapped ones included).
+    family_.push_back(family_of(fds[slot]));
+    acceptors_.push_back(std::make_unique<tcp::acceptor>(*ioc_));
+    acceptors_.back()->assign(family_.back(), fds[slot]);
+    asio::co_spawn(*ioc_, accept_loop(*acceptors_.back(), slot), asio::detached);
+  }
   asio::co_spawn(*ioc_, sweep_loop(), asio::detached);
   // The parking set: its descriptor is owned (and closed) by park_events_.
   park_epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
@@ -73,7 +73,9 @@ void Worker::set_view(std::shared_ptr<const RuntimeView> view) {
     // Pooled connections to endpoints that are gone drain away now; requests in
     // flight keep their own connection and view.
     std::unordered_set<const mesh::Endpoint*> keep;
-    if (view_->app) keep.insert(view_->app.get());
+    for (const auto& in : view_->ingress) {
+      if (in.app) keep.insert(in.app.get());
+    }
     for (const auto& c : *view_->endpoints) {
       for (const auto& e : c->endpoints) keep.insert(e.get());
     }
@@ -95,9 +97,8 @@ void Worker::stop() {
   asio::post(*ioc_, [this] {
     stopping_ = true;
     error_code ec;
-    if (egress_) egress_->close(ec);
-    if (ingress_) ingress_->close(ec);
-    for (auto* c : connections_) c->socket().close(ec);
+    for (auto& a : acceptors_) a->close(ec);
+    for (auto* c : connections_) c->close();
     close_all_parked();
     parked_timer_->cancel();
     if (park_events_) park_events_->cancel(ec);
@@ -126,25 +127,24 @@ std::list<DownstreamConnection*>::iterator Worker::track(DownstreamConnection* c
 
 void Worker::untrack(std::list<DownstreamConnection*>::iterator it) { connections_.erase(it); }
 
-void Worker::connection_closed(metrics::Direction direction) {
-  const auto d = static_cast<std::size_t>(direction);
-  --per_listener_[d];
-  --stats_.downstream_connections[d];
+void Worker::connection_closed(std::size_t slot) {
+  --per_listener_[slot];
+  --stats_.downstream_connections[static_cast<std::size_t>(direction_of(slot))];
   open_connections_.fetch_sub(1, std::memory_order_relaxed);
   maybe_trim();
 }
 
-void Worker::serve(tcp::socket socket, metrics::Direction direction, std::string peer,
-                   std::optional<Clock::time_point> idle_since) {
+void Worker::serve(tcp::socket socket, std::size_t slot, std::string peer, std::optional<Clock::time_point> idle_since) {
   active_peak_ = std::max(active_peak_, connections_.size() + 1);
   asio::co_spawn(
       *ioc_,
-      [this, direction, s = std::move(socket), peer = std::move(peer), idle_since]() mutable -> awaitable<void> {
+      [this, slot, s = std::move(socket), peer = std::move(peer), idle_since]() mutable -> awaitable<void> {
         std::optional<tcp::socket> parking;
         std::string parked_peer;
         Clock::time_point parked_since;
         {
-          DownstreamConnection conn(*this, std::move(s), direction, std::move(peer), idle_since);
+          DownstreamConnection conn(*this, std::move(s), direction_of(slot), slot == 0 ? 0 : slot - 1,
+                                    std::move(peer), idle_since);
           if (co_await conn.run() == DownstreamConnection::Outcome::park) {
             parked_since = conn.idle_since();
             parked_peer = conn.take_peer();
@@ -152,24 +152,24 @@ void Worker::serve(tcp::socket socket, metrics::Direction direction, std::string
           }
         }
         if (parking && !draining_ && !stopping_ && park_epoll_ >= 0) {
-          park(std::move(*parking), direction, std::move(parked_peer), parked_since);
+          park(std::move(*parking), slot, std::move(parked_peer), parked_since);
         } else {
           if (parking) {
             error_code ec;
             parking->close(ec);
           }
-          connection_closed(direction);
+          connection_closed(slot);
         }
       },
       asio::detached);
 }
 
-void Worker::park(tcp::socket socket, metrics::Direction direction, std::string peer, Clock::time_point idle_since) {
+void Worker::park(tcp::socket socket, std::size_t slot, std::string peer, Clock::time_point idle_since) {
   const auto timeout = limits_.downstream_idle_timeout;
   auto* p = new (parked_memory_.allocate(sizeof(Parked), alignof(Parked))) Parked;
   error_code ec;
   p->fd = socket.release(ec);  // out of Asio's reactor: into the parking set
-  p->direction = direction;
+  p->slot = static_cast<std::uint16_t>(slot);
   p->idle_since = idle_since;
   p->expires = timeout.count() > 0 ? idle_since + timeout : Clock::time_point::max();
   p->peer = std::move(peer);
@@ -207,27 +207,27 @@ void Worker::unpark_ready() {
     // Readable: bytes of the next request, or the client's close (seen by the read).
     tcp::socket socket(*ioc_);
     error_code ec;
-    socket.assign(family_[static_cast<std::size_t>(it->direction)], it->fd, ec);
+    socket.assign(family_[it->slot], it->fd, ec);
     if (ec) {
       close_parked(it);
       continue;
     }
-    const auto direction = it->direction;
+    const std::size_t slot = it->slot;
     const auto idle_since = it->idle_since;
     std::string peer = std::move(it->peer);
     parked_.erase(it);
     free_parked(p);
-    serve(std::move(socket), direction, std::move(peer), idle_since);
+    serve(std::move(socket), slot, std::move(peer), idle_since);
   }
 }
 
 void Worker::close_parked(ParkedList::iterator it) {
   if (it->fd >= 0) ::close(it->fd);  // leaves the parking set with it
-  const auto direction = it->direction;
+  const std::size_t slot = it->slot;
   Parked* p = &*it;
   parked_.erase(it);
   free_parked(p);
-  connection_closed(direction);
+  connection_closed(slot);
 }
 
 void Worker::free_parked(Parked* p) {
@@ -267,12 +267,12 @@ void Worker::maybe_trim() {
   }
 }
 
-awaitable<void> Worker::accept_loop(tcp::acceptor& acceptor, metrics::Direction direction) {
-  const auto d = static_cast<std::size_t>(direction);
+awaitable<void> Worker::accept_loop(tcp::acceptor& acceptor, std::size_t slot) {
+  const auto d = static_cast<std::size_t>(direction_of(slot));
   asio::steady_timer pause(*ioc_);
   while (!stopping_) {
     // Over max_connections_per_listener, accepting pauses (the kernel queues).
-    if (per_listener_[d] >= limits_.max_connections_per_listener) {
+    if (per_listener_[slot] >= limits_.max_connections_per_listener) {
       pause.expires_after(std::chrono::milliseconds(10));
       co_await pause.async_wait(use_tuple);
       continue;
@@ -286,10 +286,10 @@ awaitable<void> Worker::accept_loop(tcp::acceptor& acceptor, metrics::Direction 
       continue;
     }
     if (!view_) continue;  // not configured yet: the connection closes
-    ++per_listener_[d];
+    ++per_listener_[slot];
     ++stats_.downstream_connections[d];
     open_connections_.fetch_add(1, std::memory_order_relaxed);
-    serve(std::move(socket), direction, {}, std::nullopt);
+    serve(std::move(socket), slot, {}, std::nullopt);
   }
 }
 

@@ -38,18 +38,26 @@ struct AppPoolLimit {
   std::atomic<std::uint32_t> pending{0};
 };
 
+// One of the node's listeners as its ingress port serves it: the app behind it and
+// the listener's own settings (SPEC §3: they apply here).
+struct IngressView {
+  std::uint16_t listener_port = 0;       // the node listener's port; 0: none (removed by a reload)
+  std::shared_ptr<mesh::Endpoint> app;   // the local app; null: no app port
+  mesh::RouteTimeouts timeouts;          // the listener's timeouts
+  std::shared_ptr<AppPoolLimit> app_limit;        // null: no connection-pool limit
+  std::shared_ptr<mesh::TokenBucket> rate_limit;  // null: no rate limit
+};
+
 // What a worker routes with; replaced as a whole (a new snapshot or new endpoints).
 // Each request keeps the view it started with.
 struct RuntimeView {
   std::shared_ptr<const mesh::Snapshot> snap;
   std::shared_ptr<const mesh::EndpointTable> endpoints;
-  std::shared_ptr<mesh::Endpoint> app;  // the local app, for ingress
-  mesh::RouteTimeouts ingress_timeouts;  // the node's listener timeouts
+  // By ingress listening slot (Worker::start's order): the first is --ingress-port.
+  std::vector<IngressView> ingress;
   const std::string* node_label = nullptr;
   std::shared_ptr<AccessLog> access_log;  // null: no access log
-  std::shared_ptr<AppPoolLimit> app_limit;        // null: no connection-pool limit
-  std::shared_ptr<mesh::TokenBucket> rate_limit;  // null: no rate limit
-  std::function<void()> outlier_notify;           // asks the main thread for an ejection sweep
+  std::function<void()> outlier_notify;   // asks the main thread for an ejection sweep
 };
 
 class DownstreamConnection;
@@ -61,8 +69,9 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Adopts the listening descriptors and runs the thread.
-  void start(int egress_fd, int ingress_fd);
+  // Adopts the listening descriptors (egress, then one per ingress slot) and runs
+  // the thread.
+  void start(int egress_fd, const std::vector<int>& ingress_fds);
   void set_view(std::shared_ptr<const RuntimeView> view);  // any thread
   void begin_drain();                                      // any thread
   void stop();                                             // any thread; joins
@@ -89,19 +98,22 @@ class Worker {
   // Oldest first, so the front is the next to reach the idle timeout.
   struct Parked : boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>> {
     int fd = -1;
-    metrics::Direction direction = metrics::Direction::egress;
+    std::uint16_t slot = 0;  // the listening slot (0: egress, 1 + i: ingress slot i)
     Clock::time_point idle_since;
     Clock::time_point expires;  // idle timeout
     std::string peer;
   };
   using ParkedList = boost::intrusive::list<Parked>;
 
-  awaitable<void> accept_loop(tcp::acceptor& acceptor, metrics::Direction direction);
+  // Listening slots: 0 is egress, 1 + i the ingress slot i.
+  static metrics::Direction direction_of(std::size_t slot) {
+    return slot == 0 ? metrics::Direction::egress : metrics::Direction::ingress;
+  }
+  awaitable<void> accept_loop(tcp::acceptor& acceptor, std::size_t slot);
   awaitable<void> sweep_loop();
   // Runs a connection's coroutine (new, or back from parking).
-  void serve(tcp::socket socket, metrics::Direction direction, std::string peer,
-             std::optional<Clock::time_point> idle_since);
-  void park(tcp::socket socket, metrics::Direction direction, std::string peer, Clock::time_point idle_since);
+  void serve(tcp::socket socket, std::size_t slot, std::string peer, std::optional<Clock::time_point> idle_since);
+  void park(tcp::socket socket, std::size_t slot, std::string peer, Clock::time_point idle_since);
   void wait_parked();  // arms the wait on the parking epoll set
   void unpark_ready();
   void close_parked(ParkedList::iterator it);
@@ -110,15 +122,14 @@ class Worker {
   void close_all_parked();  // drain and stop
   void maybe_trim();
   static constexpr std::size_t kTrimAfterDrop = 256;
-  void connection_closed(metrics::Direction direction);
+  void connection_closed(std::size_t slot);
 
   unsigned index_;
   Limits limits_;
   // Destroyed first, explicitly (~Worker): pending coroutine frames refer to the
   // members below.
   std::unique_ptr<asio::io_context> ioc_;
-  std::unique_ptr<tcp::acceptor> egress_;
-  std::unique_ptr<tcp::acceptor> ingress_;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;  // by slot
   std::thread thread_;
   std::shared_ptr<const RuntimeView> view_;
   UpstreamPool pool_;
@@ -137,8 +148,8 @@ class Worker {
   // Memory given back to the system after a wave of connections ends (malloc_trim).
   std::size_t active_peak_ = 0;
   std::atomic<std::size_t> open_connections_{0};
-  std::array<std::size_t, 2> per_listener_{};
-  std::array<tcp, 2> family_{tcp::v4(), tcp::v4()};  // of each listener (egress, ingress)
+  std::vector<std::size_t> per_listener_;  // open connections, by slot
+  std::vector<tcp> family_;               // of each slot's listener
   bool draining_ = false;
   bool stopping_ = false;
 };

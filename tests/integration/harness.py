@@ -289,7 +289,7 @@ class Meshd:
         self.addresses = {}
         for _ in range(200):
             text = self.stdout()
-            for m in re.finditer(r"meshd: listening (\w+) (\S+)", text):
+            for m in re.finditer(r"meshd: listening ([\w:]+) (\S+)", text):
                 self.addresses[m.group(1)] = m.group(2)
             if {"egress", "ingress", "admin"} <= set(self.addresses):
                 break

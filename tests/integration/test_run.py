@@ -4,6 +4,7 @@ pools, retries, discovery, admin, metrics and drain (SPEC §2-§6, issue 3)."""
 import argparse
 import concurrent.futures
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -981,6 +982,60 @@ class Lifecycle(Base):
         s, hs, _ = http_request("127.0.0.1", m.port("ingress"), "GET", "/hang", headers={"Host": "v1"})
         self.assertEqual((s, header(hs, "x-meshd-error")), (504, "upstream_timeout"))
         self.assertLess(time.time() - t0, 5)
+
+    def test_every_listener_of_the_node_is_served_with_its_own_settings(self):
+        # Listener 8080 (the first: --ingress-port, app at --app-port) times out after
+        # 300 ms; the second listener, on v2's port, is served at the port given by
+        # --ingress-port V2=0, forwards to the app at 127.0.0.1:V2 and has a rate
+        # limit of one request a minute instead.
+        second = self.v2.port
+        text = f"""
+mesh: {{name: test-mesh, spec: {{egressFilter: {{type: DROP_ALL}}}}}}
+virtualNodes:
+  - name: v1
+    spec:
+      listeners:
+        - portMapping: {{port: 8080, protocol: http}}
+          timeout: {{http: {{perRequest: {{value: 300, unit: ms}}}}}}
+        - portMapping: {{port: {second}, protocol: http}}
+          rateLimit: {{requestsPerUnit: 1, unit: MINUTE}}
+      serviceDiscovery: {{static: {{endpoints: [{{address: 127.0.0.1, port: {self.v1.port}}}]}}}}
+"""
+        path = os.path.join(self.tmp, "two-listeners.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        # Without a port for the second listener, meshd refuses to start (never
+        # silently not serving it).
+        r = subprocess.run([harness.MESHD, "run", "--mesh", path, "--node", "v1", "--egress-port", "0",
+                            "--ingress-port", "0", "--admin", "127.0.0.1:0", "--app-port", str(self.v1.port)],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn(f"also listens on port {second}: serve it with --ingress-port {second}=PORT", r.stderr)
+        r = subprocess.run([harness.MESHD, "run", "--mesh", path, "--node", "v1", "--egress-port", "0",
+                            "--ingress-port", "0", "--ingress-port", f"{second}=0", "--ingress-port", "9999=0",
+                            "--admin", "127.0.0.1:0"], capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("has no listener on port 9999", r.stderr)
+
+        m = self.start(text, node="v1", app_port=self.v1.port, extra_args=["--ingress-port", f"{second}=0"])
+        name = f"ingress:{second}"
+        self.assertIn(name, m.addresses)
+        info = json.loads(m.admin("/server_info")[2])
+        self.assertIn(name, [l["name"] for l in info["listeners"]])
+        first_port, second_port = m.port("ingress"), m.port(name)
+        self.assertNotEqual(first_port, second_port)
+        # Each listener reaches its own app.
+        s, hs, _ = http_request("127.0.0.1", first_port, "GET", "/a", headers={"Host": "v1"})
+        self.assertEqual((s, header(hs, "X-Upstream")), (200, "v1"))
+        s, hs, _ = http_request("127.0.0.1", second_port, "GET", "/sleep/600", headers={"Host": "v1"})
+        self.assertEqual((s, header(hs, "X-Upstream")), (200, "v2"))  # no 300 ms timeout here
+        # ... with its own settings: the second's rate limit, the first's timeout.
+        s, hs, _ = http_request("127.0.0.1", second_port, "GET", "/b", headers={"Host": "v1"})
+        self.assertEqual((s, header(hs, "x-meshd-error")), (429, "rate_limited"))
+        for _ in range(3):
+            self.assertEqual(http_request("127.0.0.1", first_port, "GET", "/c", headers={"Host": "v1"})[0], 200)
+        s, hs, _ = http_request("127.0.0.1", first_port, "GET", "/sleep/600", headers={"Host": "v1"})
+        self.assertEqual((s, header(hs, "x-meshd-error")), (504, "upstream_timeout"))
 
     def test_ingress_forwards_to_the_app(self):
         m = self.start(node="v1", app_port=self.v1.port)

@@ -63,8 +63,18 @@ ErrorKind downstream_error(ResetCause c) {
 
 }  // namespace
 
+// The two pipelines, side by side: what each direction applies to a request. Nothing
+// else in the lifecycle asks which direction it serves.
+//                                   tunnel gate  rate limit  app slot  destination
+constexpr RequestLifecycle::Pipeline RequestLifecycle::kOutbound{true, false, false, Pipeline::To::mesh};
+constexpr RequestLifecycle::Pipeline RequestLifecycle::kInbound{true, true, true, Pipeline::To::app};
+
 RequestLifecycle::RequestLifecycle(DownstreamStream& down)
-    : down_(down), worker_(down.worker()), view_(down.worker().view()), req_(down.request()) {}
+    : down_(down),
+      worker_(down.worker()),
+      view_(down.worker().view()),
+      req_(down.request()),
+      pipeline_(down.direction() == metrics::Direction::ingress ? kInbound : kOutbound) {}
 
 awaitable<void> RequestLifecycle::reply(LocalReply r, std::string_view detail) {
   flag_ = info(r).code;
@@ -98,19 +108,18 @@ std::optional<std::uint32_t> RequestLifecycle::rate_limited() {
 awaitable<void> RequestLifecycle::run() {
   start_ = Clock::now();
   body_complete_ = !req_.has_body;
-  const bool inbound = down_.direction() == metrics::Direction::ingress;
 
-  // The request filters. Both directions: tunnels do not exist yet, so CONNECT and
-  // Upgrade get 501 (h2c is not refused: the adapter dropped Upgrade and
-  // HTTP2-Settings, which are hop-by-hop, and the request is served as HTTP/1.1).
-  // Inbound only: the node's listener rate limit.
-  if (req_.method == "CONNECT") {
+  // The request filters of the pipeline. The tunnel gate: tunnels do not exist yet,
+  // so CONNECT and Upgrade get 501 (h2c is not refused: the adapter dropped Upgrade
+  // and HTTP2-Settings, which are hop-by-hop, and the request is served as HTTP/1.1).
+  // The rate limit: the node's listener's.
+  if (pipeline_.tunnel_gate && req_.method == "CONNECT") {
     down_.close_after();
     co_await reply(LocalReply::not_implemented, "CONNECT tunnels are not supported");
-  } else if (!req_.upgrade.empty()) {
+  } else if (pipeline_.tunnel_gate && !req_.upgrade.empty()) {
     down_.close_after();
     co_await reply(LocalReply::not_implemented, "protocol upgrades are not supported");
-  } else if (auto wait = inbound ? rate_limited() : std::nullopt; wait) {
+  } else if (auto wait = pipeline_.rate_limit ? rate_limited() : std::nullopt; wait) {
     flag_ = info(LocalReply::rate_limited).code;
     co_await down_.send_local_reply(LocalReply::rate_limited, "", *wait);
   } else if (co_await route()) {
@@ -135,7 +144,7 @@ awaitable<bool> RequestLifecycle::route() {
   host_ = std::string(req_.authority);
   if (auto id = req_.get("x-request-id"); !id) request_id_ = uuid4(worker_.rng());
 
-  if (down_.direction() == metrics::Direction::ingress) {
+  if (pipeline_.to == Pipeline::To::app) {
     const auto* in = ingress();
     target_.to_app = true;
     target_.retry = mesh::RetryPolicySpec::app_mesh_default();
@@ -259,34 +268,6 @@ bool RequestLifecycle::retry_budget_allows() const {
   return mesh::retry_budget_allows(node.retries_in_flight.load(std::memory_order_relaxed),
                                    node.active_requests.load(std::memory_order_relaxed),
                                    target_.retry.budget_percent, target_.retry.budget_min_concurrent);
-}
-
-awaitable<bool> RequestLifecycle::acquire_app_slot() {
-  // The local app's connectionPool.http: at most maxConnections requests in flight to
-  // it (one per HTTP/1.1 connection), at most maxPendingRequests waiting; beyond, 503.
-  auto& limit = *ingress()->app_limit;
-  auto try_take = [&] {
-    auto active = limit.active.load(std::memory_order_relaxed);
-    while (active < limit.max_connections) {
-      if (limit.active.compare_exchange_weak(active, active + 1, std::memory_order_relaxed)) return true;
-    }
-    return false;
-  };
-  if (try_take()) co_return true;
-  if (limit.pending.fetch_add(1, std::memory_order_relaxed) >= limit.max_pending) {
-    limit.pending.fetch_sub(1, std::memory_order_relaxed);
-    co_return false;
-  }
-  asio::steady_timer timer(worker_.ioc());
-  const auto give_up = deadline_.value_or(Clock::now() + std::chrono::seconds(15));
-  bool got = false;
-  for (int i = 0; i < 1000000 && Clock::now() < give_up; ++i) {
-    timer.expires_after(std::chrono::milliseconds(1));
-    co_await timer.async_wait(use_tuple);
-    if ((got = try_take())) break;
-  }
-  limit.pending.fetch_sub(1, std::memory_order_relaxed);
-  co_return got;
 }
 
 awaitable<std::shared_ptr<mesh::Endpoint>> RequestLifecycle::resolve_outside() {
@@ -472,9 +453,11 @@ awaitable<void> RequestLifecycle::forward() {
     }
   }
   if (target_.timeouts.per_request.count() > 0) deadline_ = start_ + target_.timeouts.per_request;
-  const auto* in = target_.to_app ? ingress() : nullptr;
+  const auto* in = pipeline_.app_slot ? ingress() : nullptr;
   if (in != nullptr && in->app_limit) {
-    if (!co_await acquire_app_slot()) {
+    // The local app's connectionPool.http (SPEC §1: the node's own sidecar applies it).
+    const auto give_up = deadline_.value_or(Clock::now() + std::chrono::seconds(15));
+    if (!co_await in->app_limit->acquire(worker_.ioc().get_executor(), give_up)) {
       ++worker_.stats().overflow[node_label_ ? node_label_ : metrics::empty_label()];
       co_await fail(ErrorKind::overflow, "the application's connection pool is full");
       co_return;
@@ -484,7 +467,7 @@ awaitable<void> RequestLifecycle::forward() {
   struct SlotGuard {
     RequestLifecycle& self;
     ~SlotGuard() {
-      if (self.holds_app_slot_) self.ingress()->app_limit->active.fetch_sub(1, std::memory_order_relaxed);
+      if (self.holds_app_slot_) self.ingress()->app_limit->release();
     }
   } slot_guard{*this};
   std::vector<const mesh::Endpoint*> tried;

@@ -24,6 +24,16 @@ class RequestLifecycle {
   explicit RequestLifecycle(DownstreamStream& down);
   awaitable<void> run();
 
+  // What a direction applies to its requests (kInbound, kOutbound in lifecycle.cpp).
+  struct Pipeline {
+    bool tunnel_gate;  // CONNECT and Upgrade: 501 until tunnels exist
+    bool rate_limit;   // the listener's rate limit: 429
+    bool app_slot;     // the listener's connection pool to the app: 503 overflow
+    enum class To : std::uint8_t { mesh, app } to;  // route through the mesh, or to the local app
+  };
+  static const Pipeline kOutbound;
+  static const Pipeline kInbound;
+
  private:
   // Where the request goes, once routed.
   struct Target {
@@ -50,7 +60,6 @@ class RequestLifecycle {
   bool retry_budget_allows() const;
   std::chrono::milliseconds body_read_timeout() const;
   std::chrono::milliseconds route_idle() const;
-  awaitable<bool> acquire_app_slot();
   awaitable<std::shared_ptr<mesh::Endpoint>> resolve_outside();
   // One attempt: the request out (the rest of its body pumped by upload()), interim
   // responses passed on, the final response head read into `rh`.
@@ -74,6 +83,7 @@ class RequestLifecycle {
   Worker& worker_;
   std::shared_ptr<const RuntimeView> view_;
   const RequestHead& req_;
+  const Pipeline& pipeline_;
   Clock::time_point start_;
   Target target_;
   std::string path_;         // normalized path + query, sent upstream

@@ -265,9 +265,9 @@ class Server {
       if (l == nullptr) continue;
       if (l->connection_pool) {
         if (const auto* http = std::get_if<mesh::HttpPool>(&l->connection_pool->kind)) {
-          slot.app_limit = std::make_shared<AppPoolLimit>();
-          slot.app_limit->max_connections = static_cast<std::uint32_t>(http->max_connections);
-          slot.app_limit->max_pending = static_cast<std::uint32_t>(http->max_pending_requests.value_or(2147483647));
+          slot.app_limit = std::make_shared<AppPoolLimit>(
+              static_cast<std::uint32_t>(http->max_connections),
+              static_cast<std::uint32_t>(http->max_pending_requests.value_or(2147483647)));
         }
       }
       if (l->rate_limit) {
@@ -680,7 +680,7 @@ class Server {
       j.key("app").value(in.app ? in.app->text : std::string());
       j.key("per_request").value(ms_text(in.timeouts.per_request));
       j.key("idle").value(ms_text(in.timeouts.idle));
-      j.key("connection_pool").value(static_cast<std::int64_t>(in.app_limit ? in.app_limit->max_connections : 0));
+      j.key("connection_pool").value(static_cast<std::int64_t>(in.app_limit ? in.app_limit->max_connections() : 0));
       j.end_object();
     }
     j.end_array();

@@ -21,6 +21,7 @@
 #include "mesh/resilience.hpp"
 #include "mesh/snapshot.hpp"
 #include "metrics/stats.hpp"
+#include "proxy/app_limit.hpp"
 #include "proxy/io.hpp"
 #include "proxy/run_options.hpp"
 #include "proxy/upstream.hpp"
@@ -28,15 +29,6 @@
 namespace meshd::proxy {
 
 class AccessLog;
-
-// The local app's connection-pool limit (listener connectionPool.http), shared by all
-// workers: requests to the app in flight, and requests waiting for a slot.
-struct AppPoolLimit {
-  std::uint32_t max_connections = 0;
-  std::uint32_t max_pending = 0;
-  std::atomic<std::uint32_t> active{0};
-  std::atomic<std::uint32_t> pending{0};
-};
 
 // One of the node's listeners as its ingress port serves it: the app behind it and
 // the listener's own settings (SPEC §3: they apply here).

@@ -20,3 +20,11 @@ target_include_directories(meshd_llhttp SYSTEM PUBLIC ${LLHTTP_INCLUDE_DIR})
 target_compile_definitions(meshd_llhttp PUBLIC LLHTTP_STRICT_MODE=1)
 target_compile_options(meshd_llhttp PRIVATE -w)
 set_target_properties(meshd_llhttp PROPERTIES POSITION_INDEPENDENT_CODE ON)
+
+# Asio recycles coroutine frames and handler memory per thread, but keeps only 2
+# blocks of each kind by default: a request's chain of nested awaitables (the
+# lifecycle, the adapters, their writes) is deeper than that, so each request paid
+# a dozen malloc/free pairs. 16 keeps the whole chain (docs/benchmarks.md). Every
+# translation unit must agree on it (the per-thread cache's layout): set here,
+# for every target, the fuzz project included.
+add_compile_definitions(BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE=16)

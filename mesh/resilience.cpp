@@ -96,7 +96,7 @@ bool usable(const Endpoint& e) {
 }
 
 bool avoided(const LbInput& in, const Endpoint* e) {
-  return in.avoid != nullptr && std::find(in.avoid->begin(), in.avoid->end(), e) != in.avoid->end();
+  return std::find(in.avoid.begin(), in.avoid.end(), e) != in.avoid.end();
 }
 
 }  // namespace

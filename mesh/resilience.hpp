@@ -9,6 +9,7 @@
 #include <optional>
 #include <random>
 #include <string_view>
+#include <span>
 #include <vector>
 
 #include "mesh/model.hpp"
@@ -78,7 +79,7 @@ struct LbInput {
   LbPolicy policy = LbPolicy::ROUND_ROBIN;
   std::uint32_t round_robin = 0;          // the worker's counter for this cluster
   std::optional<std::string_view> hash_key;  // RING_HASH: the hashOn header's value
-  const std::vector<const Endpoint*>* avoid = nullptr;  // tried already by this request
+  std::span<const Endpoint* const> avoid;  // tried already by this request
 };
 std::shared_ptr<Endpoint> pick_endpoint(const LbInput& in, std::mt19937_64& rng);
 

@@ -1,5 +1,6 @@
 #include "proxy/downstream.hpp"
 
+#include <cstring>
 #include <span>
 
 #include "net/asio_address.hpp"
@@ -12,6 +13,8 @@ namespace meshd::proxy {
 namespace {
 constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+// A body up to this size is copied after the head rather than sent beside it.
+constexpr std::size_t kCoalesceBytes = 4096;
 
 LocalReply reply_for(HeadVerdict::Status s) {
   switch (s) {
@@ -115,15 +118,24 @@ awaitable<DownstreamConnection::HeadResult> DownstreamConnection::read_head() {
       }
     }
     if (buffer_.empty()) {
-      // Idle: wait for bytes without holding a buffer (an idle keep-alive connection
-      // costs no read buffer).
-      auto [wec] = co_await stream_.async_wait_readable();
-      if (wec) {
+      // Idle: wait for the next request into a small buffer inside the connection,
+      // not a read block (an idle keep-alive connection holds none). A read, unlike
+      // a readiness wait (async_wait), does not make Asio re-arm the descriptor with
+      // epoll_ctl: one system call less per keep-alive request.
+      auto [wec, wn] = co_await stream_.async_read_some(asio::buffer(idle_bytes_));
+      if (wn > 0) {
+        std::memcpy(buffer_.prepare(kReadChunk), idle_bytes_.data(), wn);
+        buffer_.commit(wn);
+        if (worker_.draining()) idle_ = false;
+        continue;  // parse what came; a head longer than idle_bytes_ reads on below
+      }
+      if (wec == asio::error::operation_aborted) {
         // Woken by the watchdog before the idle timeout: time to park.
         const bool park = watchdog_.fired() && Clock::now() < idle_deadline && !worker_.draining() &&
                           stream_.is_open() && !deadline;
         co_return park ? HeadResult::park : HeadResult::closed;
       }
+      co_return HeadResult::closed;  // EOF or reset while idle
     }
     const std::size_t old = buffer_.size();
     char* space = buffer_.prepare(kReadChunk);
@@ -232,7 +244,9 @@ awaitable<bool> DownstreamConnection::write_gather(std::array<std::string_view, 
     if (!piece.empty()) buffers[n++] = asio::buffer(piece.data(), piece.size());
   }
   watchdog_.arm(stream_, worker_.limits().downstream_idle_timeout, Watchdog::write);
-  auto [ec, sent] = co_await stream_.async_write(std::span(buffers.data(), n));
+  // One buffer goes with send(), several with sendmsg() (a little dearer).
+  auto [ec, sent] = n == 1 ? co_await stream_.async_write(buffers.front())
+                           : co_await stream_.async_write(std::span(buffers.data(), n));
   watchdog_.disarm(Watchdog::write);
   bytes_sent_ += sent;
   if (ec) keep_alive_ = false;
@@ -250,7 +264,7 @@ awaitable<bool> DownstreamConnection::send_interim(const ResponseHead& head) {
   co_return co_await write(head_bytes_);
 }
 
-awaitable<bool> DownstreamConnection::send_head(const ResponseHead& head) {
+void DownstreamConnection::send_head(const ResponseHead& head) {
   DownstreamResponse out;
   if (head.status == 204 || head.status < 200) {
     // RFC 9110 §8.6: no Content-Length on a 204 (or 1xx), whatever the upstream sent.
@@ -277,7 +291,6 @@ awaitable<bool> DownstreamConnection::send_head(const ResponseHead& head) {
   // The head waits to go out with the first piece of the body (or the end of the
   // message), so that a small response is one send.
   head_pending_ = true;
-  co_return true;
 }
 
 awaitable<bool> DownstreamConnection::flush() {
@@ -297,16 +310,31 @@ awaitable<bool> DownstreamConnection::send_data(std::string_view piece) {
   co_return co_await write_gather({head, piece, {}, {}});
 }
 
-awaitable<bool> DownstreamConnection::send_end(std::span<const Field> trailers) {
+awaitable<bool> DownstreamConnection::send_end(std::string_view last_piece, std::span<const Field> trailers) {
+  // The head (if still held), the last piece and the end of the message in one send.
   const std::string_view head = head_pending_ ? std::string_view(head_bytes_) : std::string_view();
   head_pending_ = false;
   if (framing_ == Framing::chunked) {
-    if (trailers.empty()) co_return co_await write_gather({head, kLastChunk, {}, {}});
+    std::string size = last_piece.empty() ? std::string() : chunk_header(last_piece.size());
+    std::string_view end = kLastChunk;
     std::string last;
-    build_last_chunk(trailers, last);
-    co_return co_await write_gather({head, last, {}, {}});
+    if (!trailers.empty()) {
+      build_last_chunk(trailers, last);
+      end = last;
+    }
+    if (last_piece.empty()) co_return co_await write_gather({head, end, {}, {}});
+    // "<size>\r\n<piece>\r\n" then the last chunk: the piece's CRLF leads `end`.
+    last.insert(0, "\r\n");
+    if (trailers.empty()) last.append(kLastChunk);
+    co_return co_await write_gather({head, size, last_piece, last});
   }
-  co_return head.empty() || co_await write(head);
+  if (head.empty() && last_piece.empty()) co_return true;
+  if (!head.empty() && last_piece.size() <= kCoalesceBytes) {
+    // A small response: head and body copied into one buffer, one send().
+    head_bytes_.append(last_piece);
+    co_return co_await write(head_bytes_);
+  }
+  co_return co_await write_gather({head, last_piece, {}, {}});
 }
 
 void DownstreamConnection::abort() {
@@ -373,8 +401,9 @@ awaitable<DownstreamConnection::Outcome> DownstreamConnection::run() {
     keep_alive_ = parser_.keep_alive() && !worker_.draining();
     prepare_request();
     if (!request_.has_body) {
-      // Completes the parser's message (a request without a body).
-      (void)co_await read_body(std::chrono::milliseconds(0));
+      // A request without a body: its message ends with the head.
+      const auto step = parser_.parse({});
+      if (step.event == Http1Parser::Event::message_complete) body_done_ = true;
     }
     co_await RequestLifecycle(*this).run();
     if (!stream_.is_open()) break;  // aborted

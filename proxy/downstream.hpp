@@ -53,10 +53,10 @@ class DownstreamConnection final : public DownstreamStream {
   awaitable<BodyEvent> read_body(std::chrono::milliseconds idle) override;
   void cancel_read() override;
   awaitable<bool> send_interim(const ResponseHead& head) override;
-  awaitable<bool> send_head(const ResponseHead& head) override;
+  void send_head(const ResponseHead& head) override;
   awaitable<bool> flush() override;
   awaitable<bool> send_data(std::string_view piece) override;
-  awaitable<bool> send_end(std::span<const Field> trailers) override;
+  awaitable<bool> send_end(std::string_view last_piece, std::span<const Field> trailers) override;
   void abort() override;
   awaitable<void> send_local_reply(LocalReply r, std::string_view detail, std::uint32_t retry_after = 0) override;
   void close_after() override { keep_alive_ = false; }
@@ -87,6 +87,7 @@ class DownstreamConnection final : public DownstreamStream {
   std::size_t listener_;
   Http1Parser parser_;
   net::ByteBuffer buffer_;
+  std::array<char, 1024> idle_bytes_;  // the first bytes of a request, read while idle
   std::size_t pending_consume_ = 0;  // bytes of buffer_ handed out as body, consumed on the next read
   std::string peer_;
   // The request being served, in neutral form (its fields point into parser_'s head).

@@ -73,8 +73,6 @@ class Http1Parser {
   HeadVerdict::Status error_status() const { return error_status_; }
   const char* error_reason() const { return error_reason_; }
   bool in_message() const { return state_ != State::idle; }
-  // The message's end is known without more input (the next parse() completes it).
-  bool complete_pending() const { return state_ == State::body && complete_; }
   // Whether the body runs until the connection closes (responses without length).
   bool body_until_close() const;
   bool keep_alive() const;

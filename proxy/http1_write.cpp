@@ -1,6 +1,7 @@
 #include "proxy/http1_write.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 
 namespace meshd::proxy {
@@ -78,6 +79,15 @@ bool HopByHop::operator()(std::string_view name) const {
   return false;
 }
 
+namespace {
+// Decimal digits appended without a temporary string (no allocation per head).
+void append_number(std::uint64_t n, std::string& out) {
+  char digits[24];
+  const auto r = std::to_chars(digits, digits + sizeof digits, n);
+  out.append(digits, static_cast<std::size_t>(r.ptr - digits));
+}
+}  // namespace
+
 std::size_t end_to_end_fields(const MessageHead& head, bool request, std::vector<FieldView>& out) {
   out.clear();
   std::size_t framing_at = kFramingAtEnd;
@@ -115,7 +125,9 @@ void build_request_head(const OutgoingRequest& r, std::string& out) {
   bool host_done = false, xff_done = false, proto_done = false, id_seen = false;
   auto framing = [&] {
     if (r.length) {
-      out += "Content-Length: " + std::to_string(*r.length) + "\r\n";
+      out += "Content-Length: ";
+      append_number(*r.length, out);
+      out += "\r\n";
     } else if (r.has_body) {
       out += "Transfer-Encoding: chunked\r\n";
     }
@@ -177,7 +189,7 @@ void build_request_head(const OutgoingRequest& r, std::string& out) {
 namespace {
 void status_line(const ResponseHead& in, std::string& out) {
   out += "HTTP/1.1 ";
-  out += std::to_string(in.status);
+  append_number(static_cast<std::uint64_t>(in.status), out);
   out += ' ';
   out += in.reason.empty() ? reason_phrase(in.status) : in.reason;
   out += "\r\n";
@@ -198,7 +210,9 @@ void build_response_head(const ResponseHead& in, const DownstreamResponse& r, st
   auto framing = [&] {
     switch (r.framing) {
       case DownstreamResponse::Framing::length:
-        out += "Content-Length: " + std::to_string(r.content_length) + "\r\n";
+        out += "Content-Length: ";
+        append_number(r.content_length, out);
+        out += "\r\n";
         break;
       case DownstreamResponse::Framing::chunked:
         out += "Transfer-Encoding: chunked\r\n";

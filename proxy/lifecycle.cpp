@@ -1,6 +1,7 @@
 #include "proxy/lifecycle.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/container/small_vector.hpp>
 #include <cstdio>
 
 #include "mesh/request_view.hpp"
@@ -16,13 +17,13 @@ bool idempotent(std::string_view method) {
          method == "TRACE";
 }
 
-std::string uuid4(std::mt19937_64& rng) {
+std::string_view uuid4(std::mt19937_64& rng, std::array<char, 36>& out) {
   // A random (version 4) UUID, formatted without printf (it showed in profiles).
   static constexpr char hex[] = "0123456789abcdef";
   std::uint64_t a = rng(), b = rng();
   a = (a & ~0xf000ULL) | 0x4000ULL;              // version 4
   b = (b & ~(3ULL << 62)) | (2ULL << 62);        // variant 10
-  std::string out(36, '-');
+  out.fill('-');
   const std::uint64_t words[2] = {a, b};
   int nibble = 0;
   for (int i = 0; i < 36; ++i) {
@@ -31,7 +32,7 @@ std::string uuid4(std::mt19937_64& rng) {
     out[static_cast<std::size_t>(i)] = hex[(w >> (60 - 4 * (nibble % 16))) & 0xf];
     ++nibble;
   }
-  return out;
+  return std::string_view(out.data(), out.size());
 }
 
 // RAII: active requests of an endpoint and of its node (LEAST_REQUEST and the retry
@@ -81,6 +82,10 @@ awaitable<void> RequestLifecycle::reply(LocalReply r, std::string_view detail) {
   co_await down_.send_local_reply(r, detail);
 }
 
+void RequestLifecycle::failed(ErrorKind kind, std::string detail) {
+  failure_.emplace(Failure{kind, std::move(detail)});
+}
+
 awaitable<void> RequestLifecycle::fail(ErrorKind kind, std::string_view detail) {
   const auto& row = describe(kind);
   flag_ = row.flag;
@@ -122,13 +127,17 @@ awaitable<void> RequestLifecycle::run() {
   } else if (auto wait = pipeline_.rate_limit ? rate_limited() : std::nullopt; wait) {
     flag_ = info(LocalReply::rate_limited).code;
     co_await down_.send_local_reply(LocalReply::rate_limited, "", *wait);
-  } else if (co_await route()) {
+  } else if (route()) {
     co_await forward();
   }
+  // route() and forward() leave a failure to answer here, not where it happened: a
+  // coroutine's frame keeps every temporary of every co_await, and frames over
+  // 1 KiB miss Asio's per-thread frame cache (docs/benchmarks.md).
+  if (failure_) co_await fail(failure_->kind, failure_->detail);
   record();
 }
 
-awaitable<bool> RequestLifecycle::route() {
+bool RequestLifecycle::route() {
   const auto& snap = *view_->snap;
   std::string_view target = req_.path;
   if (target == "*") target = "/";
@@ -142,7 +151,7 @@ awaitable<bool> RequestLifecycle::route() {
     path_ += query;
   }
   host_ = std::string(req_.authority);
-  if (auto id = req_.get("x-request-id"); !id) request_id_ = uuid4(worker_.rng());
+  if (auto id = req_.get("x-request-id"); !id) request_id_ = uuid4(worker_.rng(), request_id_buf_);
 
   if (pipeline_.to == Pipeline::To::app) {
     const auto* in = ingress();
@@ -151,21 +160,21 @@ awaitable<bool> RequestLifecycle::route() {
     target_.retry.max_retries = 0;  // the callers' sidecars retry; this hop only fixes pool races
     node_label_ = view_->node_label;
     if (in == nullptr || in->app == nullptr) {
-      co_await fail(ErrorKind::no_endpoints, in != nullptr && in->listener_port == 0
+      failed(ErrorKind::no_endpoints, in != nullptr && in->listener_port == 0
                                                  ? "the node no longer has this listener"
                                                  : "no application port");
-      co_return false;
+      return false;
     }
     target_.timeouts = in->timeouts;
-    co_return true;
+    return true;
   }
 
   auto parsed = mesh::parse_authority(req_.authority);
   if (!parsed) {
     down_.close_after();
-    co_await fail(ErrorKind::no_authority,
+    failed(ErrorKind::no_authority,
                   req_.authority.empty() ? "the request has no authority (Host)" : "invalid authority");
-    co_return false;
+    return false;
   }
   mesh::RequestView rv;
   rv.method = req_.method;
@@ -184,23 +193,23 @@ awaitable<bool> RequestLifecycle::route() {
         target_.outside_port = parsed->port.value_or(80);
         target_.retry = mesh::RetryPolicySpec::app_mesh_default();
         target_.retry.max_retries = 0;
-        co_return true;
+        return true;
       }
-      co_await fail(error_for(d.outcome),
+      failed(error_for(d.outcome),
                     "'" + parsed->host + "' is not a backend of virtual node '" + snap.node().name + "'");
-      co_return false;
+      return false;
     case Outcome::no_provider:
-      co_await fail(error_for(d.outcome), "virtual service has no provider");
-      co_return false;
+      failed(error_for(d.outcome), "virtual service has no provider");
+      return false;
     case Outcome::no_listener: {
       std::string ports;
       for (const auto& l : *d.service->listeners) ports += (ports.empty() ? "" : ", ") + std::to_string(l.port);
-      co_await fail(error_for(d.outcome), "no router listener for this port (listeners: " + ports + ")");
-      co_return false;
+      failed(error_for(d.outcome), "no router listener for this port (listeners: " + ports + ")");
+      return false;
     }
     case Outcome::no_route:
-      co_await fail(error_for(d.outcome), "no route matches");
-      co_return false;
+      failed(error_for(d.outcome), "no route matches");
+      return false;
     case Outcome::routed:
       break;
   }
@@ -212,10 +221,10 @@ awaitable<bool> RequestLifecycle::route() {
   target_.retry = r.retry;
   target_.timeouts = r.timeouts;
   node_label_ = snap.clusters()[target_.cluster].label;
-  co_return true;
+  return true;
 }
 
-std::shared_ptr<mesh::Endpoint> RequestLifecycle::pick_endpoint(const std::vector<const mesh::Endpoint*>& tried) {
+std::shared_ptr<mesh::Endpoint> RequestLifecycle::pick_endpoint(std::span<const mesh::Endpoint* const> tried) {
   if (target_.to_app) return ingress()->app;
   const auto& table = *view_->endpoints;
   if (target_.cluster >= table.size() || !table[target_.cluster]) return nullptr;
@@ -224,7 +233,7 @@ std::shared_ptr<mesh::Endpoint> RequestLifecycle::pick_endpoint(const std::vecto
   mesh::LbInput in;
   in.endpoints = &ce.endpoints;
   in.ring = &ce.ring;
-  in.avoid = &tried;
+  in.avoid = tried;
   if (const auto& lb = cluster.node->spec.load_balancing) {
     in.policy = lb->policy;
     if (lb->hash_on_header) in.hash_key = req_.get(*lb->hash_on_header);
@@ -329,7 +338,11 @@ awaitable<std::optional<ErrorKind>> RequestLifecycle::read_first_body_piece() {
   auto ev = co_await down_.read_body(body_read_timeout());
   switch (ev.kind) {
     case BodyEvent::Kind::data:
-      keep_body(ev.data);
+      // Kept whatever its size: the first attempt sends it from here (a piece over
+      // the retry buffer only means no replay).
+      bytes_received_ += ev.data.size();
+      kept_body_.append(ev.data);
+      if (kept_body_.size() > worker_.limits().retry_buffer_bytes) body_overflow_ = true;
       co_return std::nullopt;
     case BodyEvent::Kind::end:
       keep_trailers(ev.trailers);
@@ -419,22 +432,31 @@ awaitable<std::optional<Error>> RequestLifecycle::exchange(UpstreamExchange& up,
 }
 
 awaitable<RequestLifecycle::Streamed> RequestLifecycle::stream_response(UpstreamExchange& up, const ResponseHead& rh) {
-  if (!co_await down_.send_head(rh)) co_return Streamed::downstream_gone;
+  down_.send_head(rh);  // held, to go out with the first piece
   const auto idle = route_idle();
+  std::optional<BodyEvent> ev = up.next_body();
   for (std::uint64_t i = 0;; ++i) {
-    // The head was held to go out with the first piece: it goes now if the
-    // upstream's next bytes are not here yet.
-    if (!up.body_ready() && !co_await down_.flush()) co_return Streamed::downstream_gone;
-    const auto until = deadline_ ? std::min(*deadline_, Clock::now() + idle) : Clock::now() + idle;
-    auto ev = co_await up.read_body(until);
-    switch (ev.kind) {
-      case BodyEvent::Kind::data:
-        if (!co_await down_.send_data(ev.data)) co_return Streamed::downstream_gone;
+    if (!ev) {
+      // The upstream's next bytes are not here yet: what is held goes now.
+      if (!co_await down_.flush()) co_return Streamed::downstream_gone;
+      const auto until = deadline_ ? std::min(*deadline_, Clock::now() + idle) : Clock::now() + idle;
+      ev = co_await up.read_body(until);
+    }
+    switch (ev->kind) {
+      case BodyEvent::Kind::data: {
+        // A piece that ends the body goes out with the end (one send).
+        const std::string_view piece = ev->data;
+        ev = up.next_body();
+        if (ev && ev->kind == BodyEvent::Kind::end) {
+          co_return co_await down_.send_end(piece, ev->trailers) ? Streamed::complete : Streamed::downstream_gone;
+        }
+        if (!co_await down_.send_data(piece)) co_return Streamed::downstream_gone;
         break;
+      }
       case BodyEvent::Kind::end:
-        co_return co_await down_.send_end(ev.trailers) ? Streamed::complete : Streamed::downstream_gone;
+        co_return co_await down_.send_end({}, ev->trailers) ? Streamed::complete : Streamed::downstream_gone;
       case BodyEvent::Kind::reset:
-        if (ev.cause == ResetCause::timeout) {
+        if (ev->cause == ResetCause::timeout) {
           flag_ = info(LocalReply::upstream_timeout).code;
           ++worker_.stats().timeouts[{target_.service ? target_.service->label : metrics::empty_label(),
                                       node_label_ ? node_label_ : metrics::empty_label()}];
@@ -448,7 +470,7 @@ awaitable<void> RequestLifecycle::forward() {
   const auto& limits = worker_.limits();
   if (!body_complete_) {
     if (auto f = co_await read_first_body_piece()) {
-      co_await fail(*f, *f == ErrorKind::downstream_malformed ? "malformed request body" : "the request body stalled");
+      failed(*f, *f == ErrorKind::downstream_malformed ? "malformed request body" : "the request body stalled");
       co_return;
     }
   }
@@ -459,7 +481,7 @@ awaitable<void> RequestLifecycle::forward() {
     const auto give_up = deadline_.value_or(Clock::now() + std::chrono::seconds(15));
     if (!co_await in->app_limit->acquire(worker_.ioc().get_executor(), give_up)) {
       ++worker_.stats().overflow[node_label_ ? node_label_ : metrics::empty_label()];
-      co_await fail(ErrorKind::overflow, "the application's connection pool is full");
+      failed(ErrorKind::overflow, "the application's connection pool is full");
       co_return;
     }
     holds_app_slot_ = true;
@@ -470,23 +492,23 @@ awaitable<void> RequestLifecycle::forward() {
       if (self.holds_app_slot_) self.ingress()->app_limit->release();
     }
   } slot_guard{*this};
-  std::vector<const mesh::Endpoint*> tried;
+  boost::container::small_vector<const mesh::Endpoint*, 4> tried;
   std::uint32_t attempt = 0;       // retries counted against maxRetries
   std::uint32_t fresh_retries = 0;  // reused-connection races, not counted
   std::shared_ptr<mesh::Endpoint> outside;
   if (target_.outside_mesh) {
     outside = co_await resolve_outside();
     if (!outside) {
-      co_await fail(ErrorKind::connect_failure, "cannot resolve '" + target_.outside_host + "'");
+      failed(ErrorKind::connect_failure, "cannot resolve '" + target_.outside_host + "'");
       co_return;
     }
   }
   // One attempt per turn: pick an endpoint, lease an exchange, send, read the head;
   // a failure loops back while the retry policy, the kept body and the budget allow.
   while (true) {
-    auto ep = outside ? outside : pick_endpoint(tried);
+    auto ep = outside ? outside : pick_endpoint(std::span(tried.data(), tried.size()));
     if (!ep) {
-      co_await fail(ErrorKind::no_endpoints, "the target virtual node has no endpoints");
+      failed(ErrorKind::no_endpoints, "the target virtual node has no endpoints");
       co_return;
     }
     tried.push_back(ep.get());
@@ -521,7 +543,7 @@ awaitable<void> RequestLifecycle::forward() {
         co_await backoff(attempt);
         continue;
       }
-      co_await fail(ErrorKind::connect_failure, ep->text + ": " + ec.message());
+      failed(ErrorKind::connect_failure, ep->text + ": " + ec.message());
       co_return;
     }
 
@@ -541,7 +563,7 @@ awaitable<void> RequestLifecycle::forward() {
       const auto kind = upload_failure_.value_or(ErrorKind::downstream_closed);
       if (uploading_) co_await finish_upload(*up, true);
       up.reset();
-      co_await fail(kind, kind == ErrorKind::downstream_malformed ? "malformed request body"
+      failed(kind, kind == ErrorKind::downstream_malformed ? "malformed request body"
                                                                   : "the request body stalled");
       co_return;
     }
@@ -564,7 +586,7 @@ awaitable<void> RequestLifecycle::forward() {
           co_await backoff(attempt);
           continue;
         }
-        co_await fail(err->kind, "the upstream did not answer in time");
+        failed(err->kind, "the upstream did not answer in time");
         co_return;
       }
       if (can_retry() && target_.retry.on_reset) {
@@ -572,7 +594,7 @@ awaitable<void> RequestLifecycle::forward() {
         co_await backoff(attempt);
         continue;
       }
-      co_await fail(ErrorKind::upstream_reset, ep->text + " closed the connection before a full response");
+      failed(ErrorKind::upstream_reset, ep->text + " closed the connection before a full response");
       co_return;
     }
     keep_logged_response_headers(rh);
@@ -617,7 +639,7 @@ void RequestLifecycle::record() {
   if (view_->access_log) {
     AccessLogEntry e{down_.direction(), req_, path_, host_, down_.status_sent(),
                      down_.bytes_sent(), seconds, *service, *route, *node, flag_, retries_,
-                     request_id_.empty() ? req_.get("x-request-id").value_or("") : std::string_view(request_id_)};
+                     request_id_.empty() ? req_.get("x-request-id").value_or("") : request_id_};
     e.bytes_received = bytes_received_;
     if (upstream_) e.upstream_host = upstream_->text;
     e.remote_ip = down_.peer();

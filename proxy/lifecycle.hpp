@@ -5,7 +5,9 @@
 // read (both ways at once), retry while the policy and the kept body allow, stream
 // the response back, then count and log it (always). It never sees HTTP/1.1 framing:
 // the adapters behind DownstreamStream and UpstreamExchange own that.
+#include <array>
 #include <memory>
+#include <span>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,9 +55,9 @@ class RequestLifecycle {
   const IngressView* ingress() const;  // the listener an inbound request came in on
   // Request filters, each wired for its direction in run().
   std::optional<std::uint32_t> rate_limited();  // seconds to wait, when over the limit
-  awaitable<bool> route();
+  bool route();
   awaitable<void> forward();
-  std::shared_ptr<mesh::Endpoint> pick_endpoint(const std::vector<const mesh::Endpoint*>& tried);
+  std::shared_ptr<mesh::Endpoint> pick_endpoint(std::span<const mesh::Endpoint* const> tried);
   void report_outcome(mesh::Endpoint& ep, bool server_error);
   bool retry_budget_allows() const;
   std::chrono::milliseconds body_read_timeout() const;
@@ -75,6 +77,13 @@ class RequestLifecycle {
   // Answers a failure (the error table: a local reply while nothing went downstream)
   // and sets the access-log flag.
   awaitable<void> fail(ErrorKind kind, std::string_view detail);
+  // Records a failure for run() to answer with fail() (route() and forward() call it).
+  void failed(ErrorKind kind, std::string detail);
+  struct Failure {
+    ErrorKind kind;
+    std::string detail;
+  };
+  std::optional<Failure> failure_;
   awaitable<void> reply(LocalReply r, std::string_view detail);
   void record();
   void keep_logged_response_headers(const ResponseHead& response);
@@ -88,7 +97,9 @@ class RequestLifecycle {
   Target target_;
   std::string path_;         // normalized path + query, sent upstream
   std::string host_;         // the authority sent upstream
-  std::string request_id_;
+  // A generated x-request-id (a UUID), when the request had none.
+  std::array<char, 36> request_id_buf_{};
+  std::string_view request_id_;
   // The request body: the first retry_buffer_bytes kept for retries, with trailers.
   bool body_complete_ = false;  // every byte of the downstream body has been read
   bool body_overflow_ = false;  // more than the retry buffer: no replay

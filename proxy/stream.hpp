@@ -33,15 +33,16 @@ class DownstreamStream {
   virtual void cancel_read() = 0;
 
   // The response, in order: interim heads (1xx; dropped where the client cannot take
-  // them), one head, data, end (with trailers, which an adapter may have to drop).
-  // The head may be held back to go out with the first data. False: the client is
-  // gone (nothing more can be sent).
+  // them), one head, data, end (with its last piece, maybe empty, and trailers, which
+  // an adapter may have to drop). The head is held back to go out with the first
+  // data (one send for a small response). False: the client is gone (nothing more
+  // can be sent).
   virtual awaitable<bool> send_interim(const ResponseHead& head) = 0;
-  virtual awaitable<bool> send_head(const ResponseHead& head) = 0;
+  virtual void send_head(const ResponseHead& head) = 0;
   // Sends a head held back (before waiting for more of the upstream's bytes).
   virtual awaitable<bool> flush() = 0;
   virtual awaitable<bool> send_data(std::string_view piece) = 0;
-  virtual awaitable<bool> send_end(std::span<const Field> trailers) = 0;
+  virtual awaitable<bool> send_end(std::string_view last_piece, std::span<const Field> trailers) = 0;
   // The response cannot complete after its head went out: the client must see it cut
   // short (a reset), never complete.
   virtual void abort() = 0;
@@ -72,10 +73,11 @@ class UpstreamExchange {
   virtual awaitable<std::optional<Error>> send_end(std::span<const Field> trailers) = 0;
   // The next response head, interim (1xx) or final, by `deadline`.
   virtual awaitable<std::optional<Error>> read_head(Clock::time_point deadline, bool per_try, ResponseHead& out) = 0;
-  // The next piece of the response body, each by `deadline`.
+  // The next piece of the response body, by `deadline`.
   virtual awaitable<BodyEvent> read_body(Clock::time_point deadline) = 0;
-  // Whether read_body() can answer without waiting for the network.
-  virtual bool body_ready() const = 0;
+  // The next piece when it is here already (no waiting), else nullopt. A data
+  // piece handed out before stays valid until the next read_body().
+  virtual std::optional<BodyEvent> next_body() = 0;
   // Stops whatever I/O is under way; the exchange cannot be reused.
   virtual void abandon() = 0;
 

@@ -76,7 +76,8 @@ void UpstreamConnection::abandon() {
 awaitable<std::optional<Error>> UpstreamConnection::write(std::span<const asio::const_buffer> bufs,
                                                           std::chrono::milliseconds idle) {
   watchdog_.arm(stream_, idle, Watchdog::write);
-  auto [ec, n] = co_await stream_.async_write(bufs);
+  // One buffer goes with send(), several with sendmsg() (a little dearer).
+  auto [ec, n] = bufs.size() == 1 ? co_await stream_.async_write(bufs.front()) : co_await stream_.async_write(bufs);
   watchdog_.disarm(Watchdog::write);
   if (n > 0) wrote_any_ = true;
   if (ec) {
@@ -179,29 +180,35 @@ awaitable<std::optional<Error>> UpstreamConnection::read_head(Clock::time_point 
   }
 }
 
-awaitable<BodyEvent> UpstreamConnection::read_body(Clock::time_point deadline) {
+std::optional<BodyEvent> UpstreamConnection::next_body() {
+  // Consuming does not move the bytes: a piece handed out before stays valid.
   buffer_.consume(pending_consume_);
   pending_consume_ = 0;
-  while (true) {
-    auto step = parser_.parse(buffer_.view());
-    if (step.event == Http1Parser::Event::body) {
+  auto step = parser_.parse(buffer_.view());
+  switch (step.event) {
+    case Http1Parser::Event::body:
       pending_consume_ = step.consumed;
-      co_return BodyEvent{BodyEvent::Kind::data, parser_.body(), {}};
-    }
-    if (step.event == Http1Parser::Event::message_complete) {
+      return BodyEvent{BodyEvent::Kind::data, parser_.body(), {}};
+    case Http1Parser::Event::message_complete:
       buffer_.consume(step.consumed);
       response_done_ = true;
       trailers_.clear();
       for (const auto& t : parser_.trailers()) {
         if (trailer_allowed(t.name)) trailers_.push_back(t);
       }
-      co_return BodyEvent{BodyEvent::Kind::end, {}, trailers_};
-    }
-    if (step.event == Http1Parser::Event::error) {
+      return BodyEvent{BodyEvent::Kind::end, {}, trailers_};
+    case Http1Parser::Event::error:
       broken_ = true;
-      co_return BodyEvent{BodyEvent::Kind::reset, {}, {}, ResetCause::malformed};
-    }
-    buffer_.consume(step.consumed);
+      return BodyEvent{BodyEvent::Kind::reset, {}, {}, ResetCause::malformed};
+    default:
+      buffer_.consume(step.consumed);
+      return std::nullopt;
+  }
+}
+
+awaitable<BodyEvent> UpstreamConnection::read_body(Clock::time_point deadline) {
+  while (true) {
+    if (auto ev = next_body()) co_return *ev;
     char* space = buffer_.prepare(kBodyRead);
     watchdog_.arm_at(stream_, deadline, Watchdog::read);
     auto [ec, n] = co_await stream_.async_read_some(asio::buffer(space, kBodyRead));

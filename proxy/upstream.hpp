@@ -51,7 +51,7 @@ class UpstreamConnection final : public UpstreamExchange {
   awaitable<std::optional<Error>> send_end(std::span<const Field> trailers) override;
   awaitable<std::optional<Error>> read_head(Clock::time_point deadline, bool per_try, ResponseHead& out) override;
   awaitable<BodyEvent> read_body(Clock::time_point deadline) override;
-  bool body_ready() const override { return !buffer_.empty() || parser_.complete_pending(); }
+  std::optional<BodyEvent> next_body() override;
   void abandon() override;
   bool reused() const override { return reused_; }
   bool wrote_any() const override { return wrote_any_; }

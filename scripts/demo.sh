@@ -30,6 +30,13 @@ for _ in $(seq 1 100); do
   "$meshd" status --admin 127.0.0.1:9901 >/dev/null 2>&1 && break
   sleep 0.1
 done
+# The demo apps are Python: on a busy machine they may bind after meshd is up.
+for port in 18081 18082; do
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+done
 python3 - <<'PY'
 import http.client, collections
 c = http.client.HTTPConnection("127.0.0.1", 15001, timeout=5)

@@ -229,6 +229,18 @@ class Forwarding(Base):
         self.assertEqual((s, header(hs, "x-meshd-error")), (501, "not_implemented"))
         self.assertEqual(len(self.v1.requests) + len(self.v2.requests), 0)
 
+    def test_a_first_body_piece_over_the_retry_buffer_is_forwarded_whole(self):
+        # The first piece read (up to 16 KiB) is larger than a 1 KiB retry buffer: it
+        # is sent all the same (the buffer only decides whether a replay is possible).
+        m = self.start(extra_args=["--set", "retry_buffer_bytes=1024"])
+        body = os.urandom(12000)
+        with socket.create_connection(("127.0.0.1", m.port("egress")), timeout=10) as c:
+            c.sendall(b"POST /post HTTP/1.1\r\nHost: svc.local\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            status, _, _, _ = read_response(c)
+        self.assertEqual(status, 200)
+        got = [r for r in self.v1.requests + self.v2.requests if r["path"] == "/post"]
+        self.assertEqual(got[0]["body_len"], len(body))
+
     def test_bodies_content_length_chunked_expect(self):
         m = self.start()
         body = os.urandom(300000)

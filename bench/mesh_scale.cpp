@@ -12,8 +12,8 @@
 #include <random>
 #include <string>
 
-#include "mesh/loader.hpp"
-#include "mesh/snapshot.hpp"
+#include "mesh/config/loader.hpp"
+#include "mesh/compiled/snapshot.hpp"
 #include "bench/scale_mesh.hpp"
 
 using namespace meshd::mesh;

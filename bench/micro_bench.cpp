@@ -6,11 +6,11 @@
 #include <random>
 
 #include "bench/scale_mesh.hpp"
-#include "mesh/endpoints.hpp"
-#include "mesh/loader.hpp"
-#include "mesh/names.hpp"
-#include "mesh/resilience.hpp"
-#include "mesh/snapshot.hpp"
+#include "mesh/cluster/endpoints.hpp"
+#include "mesh/cluster/resilience.hpp"
+#include "mesh/compiled/snapshot.hpp"
+#include "mesh/config/loader.hpp"
+#include "mesh/config/names.hpp"
 #include "proxy/http1_codec.hpp"
 #include "proxy/http1_write.hpp"
 

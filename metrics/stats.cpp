@@ -1,23 +1,8 @@
 #include "metrics/stats.hpp"
 
 #include <functional>
-#include <memory>
-#include <mutex>
-#include <unordered_set>
 
 namespace meshd::metrics {
-
-const std::string* intern(std::string_view text) {
-  static std::mutex mutex;
-  static std::unordered_set<std::string>* table = new std::unordered_set<std::string>();  // never freed
-  std::lock_guard lock(mutex);
-  return &*table->emplace(text).first;
-}
-
-const std::string* empty_label() {
-  static const std::string* empty = intern("");
-  return empty;
-}
 
 namespace {
 std::size_t mix(std::size_t h, std::size_t v) { return h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2)); }

@@ -10,12 +10,15 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "net/intern.hpp"
+
 namespace meshd::metrics {
 
 // A stable pointer for a label value (the same text gives the same pointer). Called
-// when a snapshot is compiled, never per request.
-const std::string* intern(std::string_view text);
-const std::string* empty_label();
+// when a snapshot is compiled, never per request. The interner lives in net/ (below
+// mesh/, which interns the labels without depending on metrics/); these are its names.
+using net::empty_label;
+using net::intern;
 
 enum class Direction : std::uint8_t { ingress = 0, egress = 1 };
 

@@ -12,8 +12,8 @@
 #include <utility>
 #include <vector>
 
-#include "mesh/access_log_format.hpp"
-#include "mesh/model.hpp"
+#include "mesh/config/access_log_format.hpp"
+#include "mesh/config/model.hpp"
 #include "metrics/stats.hpp"
 #include "proxy/message.hpp"
 

@@ -5,8 +5,8 @@
 #include <utility>
 #include <variant>
 
-#include "mesh/endpoints.hpp"
-#include "mesh/names.hpp"
+#include "mesh/cluster/endpoints.hpp"
+#include "mesh/config/names.hpp"
 
 namespace meshd::proxy {
 

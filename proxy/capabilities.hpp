@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "mesh/snapshot.hpp"
+#include "mesh/compiled/snapshot.hpp"
 
 namespace meshd::proxy {
 

@@ -7,9 +7,9 @@
 #include <map>
 #include <sstream>
 
-#include "mesh/loader.hpp"
-#include "mesh/names.hpp"
-#include "mesh/snapshot.hpp"
+#include "mesh/compiled/snapshot.hpp"
+#include "mesh/config/loader.hpp"
+#include "mesh/config/names.hpp"
 #include "proxy/errors.hpp"
 #include "proxy/local_reply.hpp"
 #include "proxy/run_options.hpp"

@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "mesh/snapshot.hpp"
+#include "mesh/compiled/snapshot.hpp"
 #include "proxy/local_reply.hpp"
 
 namespace meshd::proxy {

@@ -11,14 +11,14 @@
 #include <string_view>
 #include <vector>
 
-#include "mesh/request_view.hpp"
+#include "net/header_field.hpp"
 
 namespace meshd::proxy {
 
 // A header field as views (name as received, value without surrounding whitespace):
-// the same type routing matches on, so the data path hands the parsed fields to the
-// route matcher without copying them.
-using FieldView = mesh::HeaderField;
+// the same type routing matches on (mesh::HeaderField aliases it too), so the data
+// path hands the parsed fields to the route matcher without copying them.
+using FieldView = net::HeaderField;
 
 struct HeadLimits {
   std::size_t max_bytes = 60 * 1024;  // max_request_headers_bytes

@@ -4,7 +4,7 @@
 #include <boost/container/small_vector.hpp>
 #include <cstdio>
 
-#include "mesh/request_view.hpp"
+#include "mesh/compiled/request_view.hpp"
 #include "net/asio_address.hpp"
 #include "proxy/access_log.hpp"
 

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "mesh/endpoints.hpp"
-#include "mesh/snapshot.hpp"
+#include "mesh/cluster/endpoints.hpp"
+#include "mesh/compiled/snapshot.hpp"
 #include "proxy/errors.hpp"
 #include "proxy/stream.hpp"
 #include "proxy/upstream.hpp"

@@ -5,9 +5,7 @@
 
 #include <atomic>
 #include <boost/asio/post.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <sys/inotify.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,20 +16,18 @@
 #include <iostream>
 #include <sstream>
 
-#include "mesh/health_checker.hpp"
-#include "mesh/loader.hpp"
-#include "mesh/outlier_detector.hpp"
-#include "mesh/names.hpp"
+#include "mesh/config/loader.hpp"
+#include "mesh/config/names.hpp"
 #include "metrics/admin_server.hpp"
-#include "metrics/collector.hpp"
 #include "net/cpu.hpp"
 #include "net/listen.hpp"
 #include "net/log.hpp"
 #include "proxy/access_log.hpp"
+#include "proxy/admin_endpoints.hpp"
 #include "proxy/capabilities.hpp"
 #include "proxy/cli.hpp"
-#include "proxy/json.hpp"
-#include "proxy/version.hpp"
+#include "proxy/cluster_manager.hpp"
+#include "proxy/config_watcher.hpp"
 #include "proxy/worker.hpp"
 
 namespace meshd::proxy {
@@ -55,13 +51,58 @@ void raise_open_files_limit() {
   }
 }
 
-std::string ms_text(std::chrono::milliseconds d) { return std::to_string(d.count()) + "ms"; }
 
 }  // namespace
 
-class Server {
+// `meshd run`, wired: the config (load, reload on the watcher's word), the listeners
+// and workers, the cluster manager, the admin endpoints, and the drain.
+class Server final : public AdminHost {
  public:
   explicit Server(const RunOptions& o) : opts_(o), started_(Clock::now()) {}
+
+  // AdminHost (the admin thread).
+  const RunOptions& options() const override { return opts_; }
+  Clock::time_point started() const override { return started_; }
+  std::shared_ptr<const PublishedState> state() const override { return state_.load(); }
+  std::shared_ptr<const RuntimeView> view() const override { return view_.load(); }
+  bool draining() const override { return draining_; }
+  bool ready() const override { return ready_; }
+  std::uint64_t reloads(bool success) const override {
+    return success ? reloads_success_.load() : reloads_failure_.load();
+  }
+  std::size_t worker_count() const override { return workers_.size(); }
+  const std::vector<std::string>& listeners() const override { return listeners_; }
+  std::string ingress_address(std::size_t slot) const override {
+    return slot < ingress_.size() ? ingress_[slot].sockets.address() : std::string();
+  }
+  metrics::Shard scrape_workers() override {
+    metrics::Shard merged;
+    for (auto& w : workers_) {
+      auto f = w->scrape();
+      if (f.wait_for(std::chrono::seconds(1)) == std::future_status::ready) merged.merge(f.get());
+    }
+    return merged;
+  }
+  ReloadResult reload_now() override {
+    auto promise = std::make_shared<std::promise<ReloadResult>>();
+    auto future = promise->get_future();
+    asio::post(main_, [this, promise] { promise->set_value(reload("POST /reload", false)); });
+    if (future.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      return {false, false, "the reload did not finish in time\n"};
+    }
+    return future.get();
+  }
+  void drain_now() override {
+    // Returns once the drain has started, so that /ready and /server_info say so to
+    // whoever asks next.
+    auto started = std::make_shared<std::promise<void>>();
+    auto future = started->get_future();
+    asio::post(main_, [this, started] {
+      begin_drain();
+      started->set_value();
+    });
+    future.wait_for(std::chrono::seconds(5));
+  }
 
   int run() {
     log::set_level(opts_.log_level);
@@ -86,21 +127,16 @@ class Server {
     signals.async_wait([this](const error_code& ec, int) {
       if (!ec) begin_drain();
     });
-    asio::signal_set hangup(main_, SIGHUP);
-    std::function<void()> on_hangup = [&] {
-      hangup.async_wait([&](const error_code& ec, int) {
-        if (ec) return;
-        reload("SIGHUP", false);
-        on_hangup();
-      });
-    };
-    on_hangup();
-    watch_mesh_file();
-    discovery_loop();
+    watcher_.start();
+    clusters_.discover([this] {
+      if (clusters_.current() != view_.load()->endpoints) publish_view();
+      check_ready();
+    });
     readiness_deadline();
     trim_loop();
     main_.run();
 
+    watcher_.stop();
     admin_.stop();
     for (auto& w : workers_) w->stop();
     workers_.clear();
@@ -163,10 +199,8 @@ class Server {
       log::always(log::Level::error, error);
       return kExitRuntime;
     }
-    registry_.set_snapshot(snap_);
-    std::string error;
-    resolver_ = std::make_unique<net::CaresResolver>(main_, opts_.limits.dns_resolvers, error);
-    if (!error.empty()) {
+    clusters_.set_snapshot(snap_);
+    if (std::string error = clusters_.start(); !error.empty()) {
       log::always(log::Level::error, error);
       return kExitRuntime;
     }
@@ -279,14 +313,6 @@ class Server {
     }
   }
 
-  // What the admin thread shows of the loaded configuration (it never touches the
-  // main thread's fields).
-  struct PublishedState {
-    std::string mesh;
-    std::int64_t version = 0;
-    std::string sha256, loaded_at, last_error, last_error_at;
-  };
-
   void publish_state() {
     auto st = std::make_shared<PublishedState>();
     st->mesh = config_->mesh.name;
@@ -299,12 +325,6 @@ class Server {
   }
 
   // ---- reload (main thread) -------------------------------------------------------
-  struct ReloadResult {
-    bool ok = false;
-    bool changed = false;
-    std::string message;
-  };
-
   ReloadResult reload(const char* why, bool only_if_changed) {
     Candidate c = try_load();
     if (only_if_changed && c.sha256 == sha256_) return {true, false, "unchanged"};
@@ -337,51 +357,15 @@ class Server {
                                             std::to_string(lp) + "=PORT");
       }
     }
-    registry_.set_snapshot(snap_);  // endpoints that remain keep their state
+    clusters_.set_snapshot(snap_);  // endpoints that remain keep their state
     publish_view();
     publish_state();
     // New DNS names are resolved at once rather than at the next refresh.
-    registry_.refresh(*resolver_, [this] {
-      if (registry_.table() != view_.load()->endpoints) publish_view();
+    clusters_.refresh([this] {
+      if (clusters_.current() != view_.load()->endpoints) publish_view();
     });
     log::write(log::Level::info, std::string("reloaded (") + why + "), config_version " + std::to_string(config_version_));
     return {true, true, "reloaded: config_version " + std::to_string(config_version_) + "\n"};
-  }
-
-  // inotify on the mesh file's directory: a write, an atomic rename, and the
-  // `..data` symlink swap of a Kubernetes ConfigMap all show up there. Events are
-  // debounced, and a reload happens only when the file's sha256 changed.
-  void watch_mesh_file() {
-    const std::string path = opts_.mesh_file;
-    const auto slash = path.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-    const int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (fd < 0) {
-      log::write(log::Level::warning, "cannot watch " + dir + " (reload with SIGHUP or POST /reload)");
-      return;
-    }
-    if (inotify_add_watch(fd, dir.c_str(),
-                          IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB) < 0) {
-      ::close(fd);
-      log::write(log::Level::warning, "cannot watch " + dir + " (reload with SIGHUP or POST /reload)");
-      return;
-    }
-    watch_fd_ = std::make_unique<asio::posix::stream_descriptor>(main_, fd);
-    wait_for_events();
-  }
-
-  void wait_for_events() {
-    watch_fd_->async_wait(asio::posix::stream_descriptor::wait_read, [this](const error_code& ec) {
-      if (ec) return;
-      char buf[4096];
-      while (::read(watch_fd_->native_handle(), buf, sizeof buf) > 0) {
-      }
-      debounce_.expires_after(std::chrono::milliseconds(200));
-      debounce_.async_wait([this](const error_code& e) {
-        if (!e && !draining_) reload("file changed", true);
-      });
-      wait_for_events();
-    });
   }
 
   int bind() {
@@ -398,14 +382,14 @@ class Server {
     auto admin = net::split_host_port(opts_.admin, true);
     const std::string admin_bound = admin_.listen(
         admin->host, admin->port.value_or(0),
-        [this](const std::string& m, const std::string& t) { return handle_admin(m, t, false); }, ec);
+        [this](const std::string& m, const std::string& t) { return admin_endpoints_.handle(m, t, false); }, ec);
     if (ec) return bind_error("admin", opts_.admin, ec);
     listeners_.push_back("admin " + admin_bound);
     if (opts_.stats) {
       auto stats = net::split_host_port(*opts_.stats, true);
       const std::string stats_bound = admin_.listen(
           stats->host, stats->port.value_or(0),
-          [this](const std::string& m, const std::string& t) { return handle_admin(m, t, true); }, ec);
+          [this](const std::string& m, const std::string& t) { return admin_endpoints_.handle(m, t, true); }, ec);
       if (ec) return bind_error("stats", *opts_.stats, ec);
       listeners_.push_back("stats " + stats_bound);
     }
@@ -438,13 +422,11 @@ class Server {
   void publish_view() {
     auto view = std::make_shared<RuntimeView>();
     view->snap = snap_;
-    view->endpoints = registry_.table();
+    // Health checks and outlier detection follow the endpoints before workers see them.
+    view->endpoints = clusters_.table();
     view->node_label = metrics::intern(snap_->node().name);
     view->access_log = access_log_;
-    view->outlier_notify = [this] { outlier_.notify(); };
-    // Health checks and outlier detection follow the endpoints before workers see them.
-    health_.update(*snap_, *view->endpoints);
-    outlier_.update(snap_, view->endpoints);
+    view->outlier_notify = clusters_.outlier_notifier();
     for (auto& slot : ingress_) {
       IngressView in;
       const mesh::Listener* listener = slot.listener_port != 0 ? node_listener(slot.listener_port) : nullptr;
@@ -475,21 +457,10 @@ class Server {
     for (auto& w : workers_) w->set_view(shared);
   }
 
-  void discovery_loop() {
-    registry_.refresh(*resolver_, [this] {
-      if (registry_.table() != view_.load()->endpoints) publish_view();
-      check_ready();
-      auto timer = std::make_shared<asio::steady_timer>(main_, opts_.limits.dns_refresh);
-      timer->async_wait([this, timer](const error_code& ec) {
-        if (!ec) discovery_loop();
-      });
-    });
-  }
-
   void check_ready() {
     // Ready once discovery answered and every checked endpoint had its first check.
     if (draining_ || ready_) return;
-    if (registry_.all_answered() && health_.first_round_done()) {
+    if (clusters_.first_round_done()) {
       ready_ = true;
       return;
     }
@@ -544,233 +515,6 @@ class Server {
     });
   }
 
-  // ---- admin (runs on the admin thread) -------------------------------------------
-  metrics::AdminResponse handle_admin(const std::string& method, const std::string& target, bool stats_only) {
-    const std::string path = target.substr(0, target.find('?'));
-    if (method == "POST" && !stats_only) {
-      if (path == "/reload") {
-        auto promise = std::make_shared<std::promise<ReloadResult>>();
-        auto future = promise->get_future();
-        asio::post(main_, [this, promise] { promise->set_value(reload("POST /reload", false)); });
-        if (future.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
-          return {503, "text/plain; charset=utf-8", "the reload did not finish in time\n"};
-        }
-        const auto r = future.get();
-        return {r.ok ? 200 : 400, "text/plain; charset=utf-8", r.message};
-      }
-      if (path == "/drain") {
-        // Answer once the drain has started, so that /ready and /server_info say so
-        // to whoever asks next.
-        auto started = std::make_shared<std::promise<void>>();
-        auto future = started->get_future();
-        asio::post(main_, [this, started] {
-          begin_drain();
-          started->set_value();
-        });
-        future.wait_for(std::chrono::seconds(5));
-        return {202, "text/plain; charset=utf-8", "draining\n"};
-      }
-      return {404, "text/plain; charset=utf-8", "no such admin endpoint\n"};
-    }
-    if (method != "GET" && method != "HEAD") return {405, "text/plain; charset=utf-8", "use GET\n"};
-    if (path == "/ready") {
-      if (draining_) return {503, "text/plain; charset=utf-8", "DRAINING\n"};
-      return ready_ ? metrics::AdminResponse{200, "text/plain; charset=utf-8", "LIVE\n"}
-                    : metrics::AdminResponse{503, "text/plain; charset=utf-8", "PRE_INITIALIZING\n"};
-    }
-    if (path == "/server_info") return {200, "application/json", server_info()};
-    if (path == "/metrics" || path == "/stats/prometheus") {
-      return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_text()};
-    }
-    if (path == "/config_dump") return {200, "application/json", config_dump()};
-    if (path == "/clusters") return {200, "application/json", clusters()};
-    return {404, "text/plain; charset=utf-8", "no such admin endpoint\n"};
-  }
-
-  std::string server_info() {
-    Json j;
-    j.begin_object();
-    j.key("state").value(draining_ ? "DRAINING" : "LIVE");
-    j.key("version").value(kVersion);
-    j.key("node").value(opts_.node);
-    const auto st = state_.load();
-    j.key("mesh").value(st->mesh);
-    j.key("uptime_seconds").value(static_cast<std::int64_t>(
-        std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count()));
-    j.key("config_version").value(st->version);
-    j.key("loaded_at").value(st->loaded_at);
-    if (st->last_error.empty()) {
-      j.key("last_error").null();
-    } else {
-      j.key("last_error").value(st->last_error);
-      j.key("last_error_at").value(st->last_error_at);
-    }
-    j.key("workers").value(static_cast<std::int64_t>(workers_.size()));
-    j.key("listeners").begin_array();
-    for (const auto& l : listeners_) {
-      const auto space = l.find(' ');
-      j.begin_object().key("name").value(l.substr(0, space)).key("address").value(l.substr(space + 1)).end_object();
-    }
-    j.end_array();
-    j.end_object();
-    return j.str() + "\n";
-  }
-
-  std::string clusters() {
-    auto view = view_.load();
-    Json j;
-    j.begin_object().key("clusters").begin_array();
-    for (std::size_t i = 0; i < view->snap->clusters().size(); ++i) {
-      const auto& c = view->snap->clusters()[i];
-      j.begin_object();
-      j.key("virtual_node").value(c.node_name);
-      j.key("port").value(static_cast<std::int64_t>(c.port));
-      j.key("discovery").value(c.describe_discovery());
-      const auto* ce = i < view->endpoints->size() ? (*view->endpoints)[i].get() : nullptr;
-      if (ce != nullptr && !ce->last_error.empty()) j.key("discovery_error").value(ce->last_error);
-      j.key("endpoints").begin_array();
-      if (ce != nullptr) {
-        for (const auto& e : ce->endpoints) {
-          j.begin_object();
-          j.key("address").value(e->text);
-          j.key("healthy").value(e->healthy.load());
-          j.key("ejected").value(e->ejected.load());
-          j.key("active_requests").value(static_cast<std::int64_t>(e->active_requests.load()));
-          j.end_object();
-        }
-      }
-      j.end_array().end_object();
-    }
-    j.end_array().end_object();
-    return j.str() + "\n";
-  }
-
-  std::string config_dump() {
-    auto view = view_.load();
-    const auto& snap = *view->snap;
-    Json j;
-    j.begin_object();
-    const auto st = state_.load();
-    j.key("config_version").value(st->version);
-    j.key("sha256").value(st->sha256);
-    j.key("loaded_at").value(st->loaded_at);
-    if (st->last_error.empty()) {
-      j.key("last_error").null();
-    } else {
-      j.key("last_error").value(st->last_error);
-      j.key("last_error_at").value(st->last_error_at);
-    }
-    j.key("mesh_file").value(opts_.mesh_file);
-    j.key("effective").begin_object();
-    j.key("mesh").value(snap.config().mesh.name);
-    j.key("node").value(snap.node().name);
-    j.key("egress_filter").value(std::string(mesh::to_string(snap.egress_filter())));
-    const IngressView first = view->ingress.empty() ? IngressView{} : view->ingress.front();
-    j.key("app").value(first.app ? first.app->text : std::string());
-    j.key("ingress_timeouts").begin_object();
-    j.key("per_request").value(ms_text(first.timeouts.per_request));
-    j.key("idle").value(ms_text(first.timeouts.idle));
-    j.end_object();
-    j.key("ingress_listeners").begin_array();
-    for (std::size_t i = 0; i < view->ingress.size(); ++i) {
-      const auto& in = view->ingress[i];
-      j.begin_object();
-      j.key("listener_port").value(static_cast<std::int64_t>(in.listener_port));
-      j.key("address").value(ingress_[i].sockets.address());
-      j.key("app").value(in.app ? in.app->text : std::string());
-      j.key("per_request").value(ms_text(in.timeouts.per_request));
-      j.key("idle").value(ms_text(in.timeouts.idle));
-      j.key("connection_pool").value(static_cast<std::int64_t>(in.app_limit ? in.app_limit->max_connections() : 0));
-      j.end_object();
-    }
-    j.end_array();
-    j.key("limits").begin_object();
-    std::istringstream limits(opts_.limits.describe());
-    std::string line;
-    while (std::getline(limits, line)) {
-      const auto eq = line.find('=');
-      j.key(line.substr(0, eq)).value(line.substr(eq + 1));
-    }
-    j.end_object();
-    j.key("virtual_services").begin_array();
-    for (const auto& s : snap.services()) {
-      j.begin_object();
-      j.key("name").value(s.service->name);
-      j.key("provider").value(s.provider == mesh::ServiceEntry::Provider::none ? std::string()
-                                                                               : s.provider_name);
-      j.key("listeners").begin_array();
-      if (s.listeners != nullptr) {
-        for (const auto& l : *s.listeners) {
-          j.begin_object();
-          j.key("port").value(static_cast<std::int64_t>(l.port));
-          j.key("protocol").value(std::string(mesh::to_string(l.protocol)));
-          j.key("routes").begin_array();
-          for (const auto& r : l.routes) {
-            j.begin_object();
-            j.key("name").value(r.name);
-            if (r.priority) j.key("priority").value(static_cast<std::int64_t>(*r.priority));
-            j.key("match").value(r.match.describe());
-            j.key("per_request_timeout").value(ms_text(r.timeouts.per_request));
-            j.key("idle_timeout").value(ms_text(r.timeouts.idle));
-            j.key("max_retries").value(static_cast<std::int64_t>(r.retry.max_retries));
-            j.key("per_try_timeout").value(ms_text(r.retry.per_try_timeout));
-            j.key("targets").begin_array();
-            for (const auto& t : r.targets) {
-              j.begin_object();
-              j.key("virtual_node").value(snap.clusters()[t.cluster].node_name);
-              j.key("port").value(static_cast<std::int64_t>(snap.clusters()[t.cluster].port));
-              j.key("weight").value(static_cast<std::int64_t>(t.weight));
-              j.end_object();
-            }
-            j.end_array().end_object();
-          }
-          j.end_array().end_object();
-        }
-      }
-      j.end_array().end_object();
-    }
-    j.end_array();
-    j.end_object();
-    j.end_object();
-    return j.str() + "\n";
-  }
-
-  std::string metrics_text() {
-    metrics::Collector collector([this] {
-      metrics::Snapshot s;
-      for (auto& w : workers_) {
-        auto f = w->scrape();
-        if (f.wait_for(std::chrono::seconds(1)) == std::future_status::ready) s.merged.merge(f.get());
-      }
-      auto view = view_.load();
-      for (std::size_t i = 0; i < view->endpoints->size(); ++i) {
-        const auto& ce = (*view->endpoints)[i];
-        for (const auto& e : ce->endpoints) {
-          s.endpoints.push_back({ce->node, e->text, e->healthy.load(), e->ejected.load()});
-        }
-      }
-      std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> outliers;  // node -> ejections, ejected
-      for (std::size_t i = 0; i < view->endpoints->size(); ++i) {
-        const auto& ce = (*view->endpoints)[i];
-        if (mesh::cluster_listener(view->snap->clusters()[i]) == nullptr ||
-            !mesh::cluster_listener(view->snap->clusters()[i])->outlier_detection) {
-          continue;
-        }
-        auto& o = outliers[ce->node];
-        o.first = ce->node_state->ejections_total.load();
-        for (const auto& e : ce->endpoints) o.second += e->ejected.load() ? 1 : 0;
-      }
-      for (const auto& [node, o] : outliers) s.outliers.push_back({node, o.first, o.second});
-      s.version = kVersion;
-      s.mesh = state_.load()->mesh;
-      s.config_reloads["success"] = reloads_success_.load();
-      s.config_reloads["failure"] = reloads_failure_.load();
-      s.node = opts_.node;
-      return s;
-    });
-    return metrics::to_text(collector.Collect());
-  }
-
   RunOptions opts_;
   Clock::time_point started_;
   asio::io_context main_{1};
@@ -781,18 +525,17 @@ class Server {
   std::atomic<std::uint64_t> reloads_success_{0};
   std::atomic<std::uint64_t> reloads_failure_{0};
   std::atomic<std::shared_ptr<const PublishedState>> state_;
-  std::unique_ptr<asio::posix::stream_descriptor> watch_fd_;
-  asio::steady_timer debounce_{main_};
-  mesh::EndpointRegistry registry_;
-  std::unique_ptr<net::CaresResolver> resolver_;
+  ConfigWatcher watcher_{main_, opts_.mesh_file, [this](const char* why, bool only_if_changed) {
+                            if (!only_if_changed || !draining_) reload(why, only_if_changed);
+                          }};
+  ClusterManager clusters_{main_, opts_.limits};
   net::ListenSockets egress_;
   std::vector<IngressSlot> ingress_;
   std::vector<std::string> listeners_;
   metrics::AdminServer admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::shared_ptr<AccessLog> access_log_;
-  mesh::HealthChecker health_{main_};
-  mesh::OutlierDetector outlier_{main_};
+  AdminEndpoints admin_endpoints_{*this};
   std::atomic<std::shared_ptr<const RuntimeView>> view_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> ready_{false};

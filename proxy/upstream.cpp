@@ -32,8 +32,13 @@ std::size_t PoolKeyHash::operator()(const PoolKey& k) const noexcept {
   return h;
 }
 
+void UpstreamConnection::count_connection() {
+  endpoint_->connections.fetch_add(1, std::memory_order_relaxed);
+  counted_ = true;
+}
+
 UpstreamConnection::~UpstreamConnection() {
-  if (endpoint_) endpoint_->connections.fetch_sub(1, std::memory_order_relaxed);
+  if (counted_) endpoint_->connections.fetch_sub(1, std::memory_order_relaxed);
   if (gauge != nullptr) --*gauge;
 }
 
@@ -249,7 +254,7 @@ awaitable<std::unique_ptr<UpstreamExchange>> UpstreamPool::acquire(const PoolKey
     }
   }
   auto conn = std::make_unique<UpstreamConnection>(ex_, ep, limits);
-  ep->connections.fetch_add(1, std::memory_order_relaxed);
+  conn->count_connection();
   conn->gauge = gauge;
   conn->key = key;
   ++*gauge;

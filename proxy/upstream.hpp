@@ -19,7 +19,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "mesh/endpoints.hpp"
+#include "mesh/cluster/endpoints.hpp"
 #include "net/byte_buffer.hpp"
 #include "proxy/http1_codec.hpp"
 #include "proxy/io.hpp"
@@ -57,8 +57,9 @@ class UpstreamConnection final : public UpstreamExchange {
   bool wrote_any() const override { return wrote_any_; }
   bool reusable() const override;
 
-  // For the pool.
+  // For the pool (and the health checker, whose connections are not counted).
   awaitable<error_code> connect(std::chrono::milliseconds timeout);
+  void count_connection();  // counted in the endpoint's `connections` while it lives
   bool idle_and_open() const { return stream_.is_open() && buffer_.empty(); }
   bool still_good();  // an idle connection: no EOF, error or stray bytes
   const std::shared_ptr<mesh::Endpoint>& endpoint() const { return endpoint_; }
@@ -88,6 +89,7 @@ class UpstreamConnection final : public UpstreamExchange {
   bool request_done_ = false;   // every byte of the request went out
   bool response_done_ = false;  // the response ended at a message boundary
   bool broken_ = false;         // an error, an abandon, or a close-delimited body
+  bool counted_ = false;        // in the endpoint's connection count (pooled connections)
 };
 
 class UpstreamPool {

@@ -17,9 +17,9 @@
 #include <thread>
 #include <vector>
 
-#include "mesh/endpoints.hpp"
-#include "mesh/resilience.hpp"
-#include "mesh/snapshot.hpp"
+#include "mesh/cluster/endpoints.hpp"
+#include "mesh/cluster/resilience.hpp"
+#include "mesh/compiled/snapshot.hpp"
 #include "metrics/stats.hpp"
 #include "proxy/app_limit.hpp"
 #include "proxy/io.hpp"

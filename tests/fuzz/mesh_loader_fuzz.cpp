@@ -5,8 +5,8 @@
 #include <memory>
 #include <string>
 
-#include "mesh/loader.hpp"
-#include "mesh/snapshot.hpp"
+#include "mesh/compiled/snapshot.hpp"
+#include "mesh/config/loader.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size > 64 * 1024) return 0;

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "mesh/loader.hpp"
-#include "mesh/snapshot.hpp"
+#include "mesh/compiled/snapshot.hpp"
+#include "mesh/config/loader.hpp"
 
 namespace {
 const char* kMesh = R"(

@@ -320,6 +320,17 @@ class Meshd:
             time.sleep(0.05)
         return False
 
+    def metric_reaches(self, value, name, timeout=5, **labels):
+        """The metric, once it reaches `value` (bounded wait): a request is counted
+        just after its last byte goes out, so a client can read /metrics first."""
+        got = self.metric(name, **labels)
+        for _ in range(int(timeout * 50)):
+            if got >= value:
+                break
+            time.sleep(0.02)
+            got = self.metric(name, **labels)
+        return got
+
     def metric(self, name, **labels):
         status, _, body = self.admin("/metrics")
         total = 0.0

@@ -143,7 +143,7 @@ class Routing(Base):
         self.assertLess(abs(share - 10.0), 1.5, counts)
         # Keep-alive reuse: a handful of upstream connections for 10,000 requests.
         self.assertLessEqual(self.v1.connections + self.v2.connections, 8)
-        self.assertEqual(m.metric("meshd_requests_total", route="canary", code="200"), n)
+        self.assertEqual(m.metric_reaches(n, "meshd_requests_total", route="canary", code="200"), n)
 
     def test_header_route_absolute_form_and_authority_rules(self):
         m = self.start()
@@ -1054,7 +1054,7 @@ virtualNodes:
         s, hs, body = http_request("127.0.0.1", m.port("ingress"), "GET", "/in", headers={"Host": "v1.local"})
         self.assertEqual(s, 200)
         self.assertEqual(header(hs, "X-Upstream"), "v1")
-        self.assertEqual(m.metric("meshd_requests_total", direction="ingress", code="200"), 1)
+        self.assertEqual(m.metric_reaches(1, "meshd_requests_total", direction="ingress", code="200"), 1)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@
 #include <set>
 #include <sstream>
 
-#include "mesh/loader.hpp"
+#include "mesh/config/loader.hpp"
 
 namespace fs = std::filesystem;
 

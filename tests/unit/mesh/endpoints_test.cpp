@@ -5,8 +5,8 @@
 #include <catch2/catch.hpp>
 #include <map>
 
-#include "mesh/endpoints.hpp"
-#include "mesh/loader.hpp"
+#include "mesh/cluster/endpoints.hpp"
+#include "mesh/config/loader.hpp"
 
 using namespace meshd;
 

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "mesh/access_log_format.hpp"
-#include "mesh/loader.hpp"
+#include "mesh/config/access_log_format.hpp"
+#include "mesh/config/loader.hpp"
 
 namespace fs = std::filesystem;
 using meshd::mesh::load_mesh_file;

@@ -1,6 +1,6 @@
 #include <catch2/catch.hpp>
 
-#include "mesh/request_view.hpp"
+#include "mesh/compiled/request_view.hpp"
 
 #include <string>
 #include <vector>

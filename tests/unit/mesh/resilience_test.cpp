@@ -3,10 +3,10 @@
 #include <map>
 #include <set>
 
-#include "mesh/endpoints.hpp"
-#include "mesh/loader.hpp"
-#include "mesh/outlier_detector.hpp"
-#include "mesh/resilience.hpp"
+#include "mesh/cluster/endpoints.hpp"
+#include "mesh/cluster/outlier_detector.hpp"
+#include "mesh/cluster/resilience.hpp"
+#include "mesh/config/loader.hpp"
 
 using namespace meshd::mesh;
 using std::chrono::milliseconds;

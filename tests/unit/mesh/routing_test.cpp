@@ -6,8 +6,8 @@
 #include <map>
 #include <random>
 
-#include "mesh/loader.hpp"
-#include "mesh/snapshot.hpp"
+#include "mesh/compiled/snapshot.hpp"
+#include "mesh/config/loader.hpp"
 
 using namespace meshd::mesh;
 

@@ -1,5 +1,7 @@
 #include "proxy/http1_codec.hpp"
 
+#include <algorithm>
+
 #include <llhttp.h>
 
 namespace meshd::proxy {
@@ -78,6 +80,8 @@ int Http1Parser::on_trailer_name(llhttp_t* p, const char* at, std::size_t len) {
   if (self->in_trailer_value_ || self->trailer_raw_.empty()) {
     if (!self->trailer_raw_.empty()) self->trailer_raw_ += '\0';
     self->in_trailer_value_ = false;
+    // As for the head's fields: over the count, the message is refused.
+    if (++self->trailer_count_ > self->limits_.max_count) return -1;
   }
   self->trailer_raw_.append(at, len);
   return self->trailer_raw_.size() > self->limits_.max_bytes ? -1 : 0;
@@ -106,7 +110,7 @@ void Http1Parser::index_trailers() {
     const auto v = rest.find('\0');
     const std::string_view value = trim(rest.substr(0, v));
     rest = v == std::string_view::npos ? std::string_view() : rest.substr(v + 1);
-    if (trailers_.size() < limits_.max_count) trailers_.push_back({name, value});
+    trailers_.push_back({name, value});
   }
 }
 
@@ -132,11 +136,9 @@ Http1Parser::Step Http1Parser::fail(HeadVerdict::Status s, const char* reason, s
   return {Event::error, consumed};
 }
 
-bool Http1Parser::body_until_close() const {
-  return kind_ == Kind::response && state_ == State::body && llhttp_message_needs_eof(parser_) != 0;
-}
+bool Http1Parser::body_until_close() const { return state_ == State::body && framing_ == Framing::until_close; }
 
-bool Http1Parser::keep_alive() const { return llhttp_should_keep_alive(parser_) != 0; }
+bool Http1Parser::keep_alive() const { return keep_alive_; }
 
 Http1Parser::Step Http1Parser::parse(std::string_view input) {
   if (state_ == State::done) return {Event::error, 0};
@@ -180,12 +182,44 @@ Http1Parser::Step Http1Parser::parse(std::string_view input) {
     got_body_ = false;
     trailer_raw_.clear();
     trailers_.clear();
+    trailer_count_ = 0;
     in_trailer_value_ = false;
-    const llhttp_errno_t err = llhttp_execute(parser_, head_.raw.data(), head_.raw.size());
-    if (err == HPE_PAUSED) {
-      llhttp_resume(parser_);
-    } else if (err != HPE_OK) {
-      return fail(HeadVerdict::Status::bad_request, llhttp_get_error_reason(parser_), 0);
+    // Persistence (RFC 9112 §9.3): HTTP/1.1 unless "close", HTTP/1.0 only with
+    // "keep-alive"; a body delimited by the close ends the connection.
+    const bool close = head_.has_token("connection", "close");
+    keep_alive_ = v.minor_version >= 1 ? !close : (!close && head_.has_token("connection", "keep-alive"));
+    // The body's framing, from the checked head. Only a chunked body goes through
+    // llhttp: a head is scanned once (by check_*_head), a length is counted here.
+    const int status = head_.status;
+    const bool no_body = kind_ == Kind::response &&
+                         (no_body_ || (status >= 100 && status < 200) || status == 204 || status == 304);
+    remaining_ = 0;
+    if (no_body) {
+      framing_ = Framing::none;
+    } else if (v.chunked) {
+      framing_ = Framing::chunked;
+    } else if (v.content_length) {
+      framing_ = *v.content_length > 0 ? Framing::length : Framing::none;
+      remaining_ = *v.content_length;
+    } else {
+      framing_ = kind_ == Kind::response ? Framing::until_close : Framing::none;
+      if (framing_ == Framing::until_close) keep_alive_ = false;
+    }
+    if (framing_ == Framing::chunked) {
+      // llhttp frames the chunks: it is given a canonical chunked head, not the real
+      // one, which check_*_head has checked already (a head is scanned once, and any
+      // token is a method, as for bodiless requests).
+      static constexpr std::string_view kChunkedRequest = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+      static constexpr std::string_view kChunkedResponse = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+      const std::string_view canonical = kind_ == Kind::request ? kChunkedRequest : kChunkedResponse;
+      const llhttp_errno_t err = llhttp_execute(parser_, canonical.data(), canonical.size());
+      if (err == HPE_PAUSED) {
+        llhttp_resume(parser_);
+      } else if (err != HPE_OK) {
+        return fail(HeadVerdict::Status::bad_request, llhttp_get_error_reason(parser_), 0);
+      }
+    } else if (framing_ == Framing::none) {
+      complete_ = true;  // the message ends with its head
     }
     state_ = State::body;
     return {Event::head, v.head_size};
@@ -196,6 +230,18 @@ Http1Parser::Step Http1Parser::parse(std::string_view input) {
     state_ = State::idle;
     no_body_ = false;
     return {Event::message_complete, 0};
+  }
+  if (framing_ == Framing::length || framing_ == Framing::until_close) {
+    if (input.empty()) return {Event::need_more, 0};
+    const std::size_t n =
+        framing_ == Framing::length ? static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, input.size()))
+                                    : input.size();
+    body_ = input.substr(0, n);
+    if (framing_ == Framing::length) {
+      remaining_ -= n;
+      if (remaining_ == 0) complete_ = true;  // the next parse() ends the message
+    }
+    return {Event::body, n};
   }
   // Even with no input: a body that just ended completes the message here (llhttp
   // reaches on_message_complete without consuming a byte).
@@ -221,10 +267,9 @@ Http1Parser::Step Http1Parser::parse(std::string_view input) {
 Http1Parser::Step Http1Parser::finish() {
   if (state_ == State::idle) return {Event::need_more, 0};
   if (state_ == State::body && complete_) return parse({});
-  if (state_ == State::body && llhttp_message_needs_eof(parser_) != 0) {
-    complete_ = false;
-    llhttp_finish(parser_);
+  if (state_ == State::body && framing_ == Framing::until_close) {
     state_ = State::idle;
+    no_body_ = false;
     return {Event::message_complete, 0};
   }
   return fail(HeadVerdict::Status::bad_request, "connection closed before the message ended", 0);

@@ -1,8 +1,9 @@
 #pragma once
 // The HTTP/1.1 codec, sans-I/O: bytes in, one event out at a time. The head is checked
 // on its raw bytes (http1_head.hpp), copied once into the message, and its fields are
-// views into that copy; llhttp (strict mode) frames the body: Content-Length, chunked
-// or until the connection closes. Body data is handed out as views into the caller's
+// views into that copy. A body with a Content-Length, or until the connection closes,
+// is counted here; llhttp (strict mode) frames only chunked bodies, after a canonical
+// chunked head: a head is scanned once. Body data is handed out as views into the caller's
 // input, so nothing is buffered here: the caller writes it on before reading more.
 #include <cstdint>
 #include <optional>
@@ -79,6 +80,7 @@ class Http1Parser {
 
  private:
   enum class State { idle, body, done };
+  enum class Framing : std::uint8_t { none, length, chunked, until_close };
   Step fail(HeadVerdict::Status s, const char* reason, std::size_t consumed);
   static int on_body(llhttp__internal_s* p, const char* at, std::size_t len);
   static int on_message_complete(llhttp__internal_s* p);
@@ -97,10 +99,13 @@ class Http1Parser {
   // Trailers: bytes as "name\0value\0" pairs (a field may arrive over several inputs),
   // indexed into trailers_ when the message completes.
   std::string trailer_raw_;
-  std::size_t trailer_limit_bytes_ = 0;
+  std::size_t trailer_count_ = 0;
   bool in_trailer_value_ = false;
   std::vector<FieldView> trailers_;
   bool got_body_ = false;
+  Framing framing_ = Framing::none;
+  std::uint64_t remaining_ = 0;  // of a length-delimited body
+  bool keep_alive_ = true;
   bool complete_ = false;
   bool no_body_ = false;
   HeadVerdict::Status error_status_ = HeadVerdict::Status::ok;

@@ -80,7 +80,9 @@ class ByteStream {
 //
 // Two deadlines, one for reading and one for writing, since a request body and a
 // response are pumped at the same time on one connection (each side arms its own);
-// the timer waits for the earlier one.
+// the timer waits for the earlier one. A stream has one cancel: a deadline that
+// passes aborts the other side's operation too, which ends without its fired() set
+// and is taken as the exchange failing (the timed-out side reports the timeout).
 //
 // Arming is cheap: it only records the deadline. The timer is (re)started only when
 // the new deadline is earlier than the one it waits for; when it wakes up early

@@ -131,7 +131,8 @@ void EndpointRegistry::refresh(net::Resolver& resolver, std::function<void()> do
   for (const auto& [key, indices] : queries) {
     const auto family = key.second;
     resolver.resolve({key.first}, family,
-                     [this, indices, snap, remaining, done](const std::string& name, net::DnsAnswer answer) {
+                     [this, indices = indices, snap, remaining, done](const std::string& name,
+                                                                     net::DnsAnswer answer) {
       if (snap == snap_) {  // answers for a replaced snapshot are dropped
         for (std::size_t i : indices) {
           const Cluster& c = snap_->clusters()[i];

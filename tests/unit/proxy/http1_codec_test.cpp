@@ -169,3 +169,26 @@ TEST_CASE("framing errors stop the parser") {
     CHECK(r.status == HeadVerdict::Status::too_large);
   }
 }
+
+TEST_CASE("any token is a method, with or without a body (llhttp's own list does not apply)") {
+  for (std::size_t step : {std::size_t{1}, std::size_t{7}, std::size_t{1} << 20}) {
+    Http1Parser p(Http1Parser::Kind::request, {});
+    const auto r = run(p,
+                       "PURGE /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "X-CUSTOM /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                       "REPORT /c HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+                       step);
+    INFO("step " << step);
+    CHECK_FALSE(r.error);
+    CHECK(r.heads == std::vector<std::string>{"PURGE /a", "X-CUSTOM /b", "REPORT /c"});
+    CHECK(r.completes == 3);
+  }
+}
+
+TEST_CASE("a response body with a length is counted, one without until the close") {
+  Http1Parser p(Http1Parser::Kind::response, {});
+  const auto r = run(p, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\n\r\nrest of it", 3, true);
+  CHECK_FALSE(r.error);
+  CHECK(r.completes == 2);
+  CHECK(p.keep_alive() == false);  // the second ended with the connection
+}

@@ -25,6 +25,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--path", default="/bytes/2", help="bench_upstream path: /bytes/N answers N bytes")
+    ap.add_argument("--no-keepalive", action="store_true", help="a new connection for every request")
     ap.add_argument("binaries", nargs="+")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="meshd-ab-")
@@ -46,7 +47,8 @@ def main():
             for i, p, port in (procs if rnd % 2 == 0 else list(reversed(procs))):
                 c0 = cpu_seconds(p.pid)
                 out = subprocess.run(["taskset", "-c", "1", args.bench, "--quiet", "--json", "-d", str(args.seconds),
-                                      "-c", str(args.connections), "--connect", f"127.0.0.1:{port}",
+                                      "-c", str(args.connections), *(["--no-keepalive"] if args.no_keepalive else []),
+                                      "--connect", f"127.0.0.1:{port}",
                                       f"http://svc.local{args.path}"],
                                      capture_output=True, text=True, timeout=args.seconds + 60).stdout
                 r = json.loads(out)

@@ -569,8 +569,8 @@ awaitable<void> RequestLifecycle::forward() {
     }
     if (err) {
       const bool reset = err->kind == ErrorKind::upstream_reset || err->kind == ErrorKind::upstream_protocol;
-      if (reset && up->reused() && fresh_retries < 3 &&
-          (!up->wrote_any() || (idempotent(req_.method) && replayable()))) {
+      // retry_safe: nothing of the request went out on that connection.
+      if (reset && up->reused() && fresh_retries < 3 && (err->retry_safe || (idempotent(req_.method) && replayable()))) {
         // The pooled connection was closed under us ("503 UC"): a fresh one, not a retry.
         ++fresh_retries;
         tried.pop_back();

@@ -2,7 +2,6 @@
 
 #include <boost/asio/post.hpp>
 #include <malloc.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,19 +18,17 @@ Worker::Worker(unsigned index, const Limits& limits)
       ioc_(std::make_unique<asio::io_context>(1)),
       pool_(ioc_->get_executor()),
       rng_(std::random_device{}() + index),
-      parked_timer_(std::make_unique<asio::steady_timer>(*ioc_)) {}
+      parking_(std::make_unique<Http1Parking>(
+          *ioc_, limits.downstream_idle_timeout,
+          [this](tcp::socket s, std::size_t slot, std::string peer, Clock::time_point idle_since) {
+            serve(std::move(s), slot, std::move(peer), idle_since);
+          },
+          [this](std::size_t slot) { connection_closed(slot); })) {}
 
 Worker::~Worker() {
   stop();
   pool_.clear();
-  while (!parked_.empty()) {
-    Parked* p = &parked_.front();
-    parked_.pop_front();
-    if (p->fd >= 0) ::close(p->fd);
-    free_parked(p);
-  }
-  parked_timer_.reset();  // timers and descriptors before their io_context
-  park_events_.reset();
+  parking_.reset();  // its timer and descriptor before their io_context
   acceptors_.clear();
   ioc_.reset();  // destroys what is left of the connections' coroutines
 }
@@ -55,12 +52,7 @@ void Worker::start(int egress_fd, const std::vector<int>& ingress_fds) {
     asio::co_spawn(*ioc_, accept_loop(*acceptors_.back(), slot), asio::detached);
   }
   asio::co_spawn(*ioc_, sweep_loop(), asio::detached);
-  // The parking set: its descriptor is owned (and closed) by park_events_.
-  park_epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
-  if (park_epoll_ >= 0) {
-    park_events_ = std::make_unique<asio::posix::stream_descriptor>(*ioc_, park_epoll_);
-    wait_parked();
-  }
+  parking_->start(family_);
   thread_ = std::thread([this] {
     ioc_->run();
   });
@@ -87,7 +79,7 @@ void Worker::begin_drain() {
   asio::post(*ioc_, [this] {
     draining_ = true;
     for (auto* c : connections_) c->close_if_idle();
-    close_all_parked();
+    parking_->close_all();
     pool_.clear();
   });
 }
@@ -99,9 +91,7 @@ void Worker::stop() {
     error_code ec;
     for (auto& a : acceptors_) a->close(ec);
     for (auto* c : connections_) c->close();
-    close_all_parked();
-    parked_timer_->cancel();
-    if (park_events_) park_events_->cancel(ec);
+    parking_->stop();
     pool_.clear();
   });
   // Let the connections finish unwinding, then stop.
@@ -151,8 +141,9 @@ void Worker::serve(tcp::socket socket, std::size_t slot, std::string peer, std::
             parking.emplace(conn.take_socket());
           }
         }
-        if (parking && !draining_ && !stopping_ && park_epoll_ >= 0) {
-          park(std::move(*parking), slot, std::move(parked_peer), parked_since);
+        if (parking && !draining_ && !stopping_ && parking_->usable()) {
+          parking_->park(std::move(*parking), slot, std::move(parked_peer), parked_since);
+          maybe_trim();
         } else {
           if (parking) {
             error_code ec;
@@ -162,98 +153,6 @@ void Worker::serve(tcp::socket socket, std::size_t slot, std::string peer, std::
         }
       },
       asio::detached);
-}
-
-void Worker::park(tcp::socket socket, std::size_t slot, std::string peer, Clock::time_point idle_since) {
-  const auto timeout = limits_.downstream_idle_timeout;
-  auto* p = new (parked_memory_.allocate(sizeof(Parked), alignof(Parked))) Parked;
-  error_code ec;
-  p->fd = socket.release(ec);  // out of Asio's reactor: into the parking set
-  p->slot = static_cast<std::uint16_t>(slot);
-  p->idle_since = idle_since;
-  p->expires = timeout.count() > 0 ? idle_since + timeout : Clock::time_point::max();
-  p->peer = std::move(peer);
-  auto it = parked_.insert(parked_.end(), *p);
-  if (ec) {
-    close_parked(it);
-    return;
-  }
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLRDHUP;
-  ev.data.ptr = &*it;
-  if (::epoll_ctl(park_epoll_, EPOLL_CTL_ADD, it->fd, &ev) != 0) {
-    close_parked(it);
-    return;
-  }
-  if (!parked_timer_armed_ && it->expires != Clock::time_point::max()) expire_parked();
-  maybe_trim();
-}
-
-void Worker::wait_parked() {
-  park_events_->async_wait(asio::posix::stream_descriptor::wait_read, [this](const error_code& ec) {
-    if (ec || stopping_) return;
-    unpark_ready();
-    wait_parked();
-  });
-}
-
-void Worker::unpark_ready() {
-  std::array<epoll_event, 64> events;
-  const int n = ::epoll_wait(park_epoll_, events.data(), static_cast<int>(events.size()), 0);
-  for (int i = 0; i < n; ++i) {
-    auto* p = static_cast<Parked*>(events[static_cast<std::size_t>(i)].data.ptr);
-    auto it = parked_.iterator_to(*p);
-    ::epoll_ctl(park_epoll_, EPOLL_CTL_DEL, it->fd, nullptr);
-    // Readable: bytes of the next request, or the client's close (seen by the read).
-    tcp::socket socket(*ioc_);
-    error_code ec;
-    socket.assign(family_[it->slot], it->fd, ec);
-    if (ec) {
-      close_parked(it);
-      continue;
-    }
-    const std::size_t slot = it->slot;
-    const auto idle_since = it->idle_since;
-    std::string peer = std::move(it->peer);
-    parked_.erase(it);
-    free_parked(p);
-    serve(std::move(socket), slot, std::move(peer), idle_since);
-  }
-}
-
-void Worker::close_parked(ParkedList::iterator it) {
-  if (it->fd >= 0) ::close(it->fd);  // leaves the parking set with it
-  const std::size_t slot = it->slot;
-  Parked* p = &*it;
-  parked_.erase(it);
-  free_parked(p);
-  connection_closed(slot);
-}
-
-void Worker::free_parked(Parked* p) {
-  p->~Parked();
-  parked_memory_.deallocate(p, sizeof(Parked), alignof(Parked));
-  if (parked_.empty()) parked_memory_.release();  // the pool's blocks go back to malloc
-}
-
-void Worker::expire_parked() {
-  // Closes parked connections past the idle timeout, then sleeps until the next one.
-  const auto now = Clock::now();
-  while (!parked_.empty() && parked_.front().expires <= now) close_parked(parked_.begin());
-  parked_timer_armed_ = !parked_.empty() && parked_.front().expires != Clock::time_point::max();
-  if (!parked_timer_armed_) return;
-  parked_timer_->expires_at(parked_.front().expires);
-  parked_timer_->async_wait([this](const error_code& ec) {
-    if (ec || stopping_) {
-      parked_timer_armed_ = false;
-      return;
-    }
-    expire_parked();
-  });
-}
-
-void Worker::close_all_parked() {
-  while (!parked_.empty()) close_parked(parked_.begin());
 }
 
 void Worker::maybe_trim() {

@@ -2,15 +2,11 @@
 // A worker: one thread, one io_context, its own SO_REUSEPORT acceptors, upstream pool,
 // load-balancer state and metric shard (DESIGN "Threading"). Connections stay on the
 // worker that accepted them; the main thread talks to it only by posting.
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/intrusive/list.hpp>
-
 #include <atomic>
 #include <functional>
 #include <future>
 #include <list>
 #include <memory>
-#include <memory_resource>
 #include <optional>
 #include <random>
 #include <string>
@@ -22,6 +18,7 @@
 #include "mesh/compiled/snapshot.hpp"
 #include "metrics/stats.hpp"
 #include "proxy/app_limit.hpp"
+#include "proxy/http1_parking.hpp"
 #include "proxy/io.hpp"
 #include "proxy/run_options.hpp"
 #include "proxy/upstream.hpp"
@@ -81,22 +78,9 @@ class Worker {
   bool draining() const { return draining_; }
   std::list<DownstreamConnection*>::iterator track(DownstreamConnection* c);
   void untrack(std::list<DownstreamConnection*>::iterator it);
-  std::size_t parked_connections() const { return parked_.size(); }
+  std::size_t parked_connections() const { return parking_ ? parking_->size() : 0; }
 
  private:
-  // A keep-alive connection idle for DownstreamConnection::kParkAfter: no coroutine,
-  // no parser, no buffer, not even an Asio socket: its descriptor waits in the
-  // worker's parking epoll set (about 100 bytes of meshd memory per connection).
-  // Oldest first, so the front is the next to reach the idle timeout.
-  struct Parked : boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>> {
-    int fd = -1;
-    std::uint16_t slot = 0;  // the listening slot (0: egress, 1 + i: ingress slot i)
-    Clock::time_point idle_since;
-    Clock::time_point expires;  // idle timeout
-    std::string peer;
-  };
-  using ParkedList = boost::intrusive::list<Parked>;
-
   // Listening slots: 0 is egress, 1 + i the ingress slot i.
   static metrics::Direction direction_of(std::size_t slot) {
     return slot == 0 ? metrics::Direction::egress : metrics::Direction::ingress;
@@ -105,13 +89,6 @@ class Worker {
   awaitable<void> sweep_loop();
   // Runs a connection's coroutine (new, or back from parking).
   void serve(tcp::socket socket, std::size_t slot, std::string peer, std::optional<Clock::time_point> idle_since);
-  void park(tcp::socket socket, std::size_t slot, std::string peer, Clock::time_point idle_since);
-  void wait_parked();  // arms the wait on the parking epoll set
-  void unpark_ready();
-  void close_parked(ParkedList::iterator it);
-  void free_parked(Parked* p);
-  void expire_parked();
-  void close_all_parked();  // drain and stop
   void maybe_trim();
   static constexpr std::size_t kTrimAfterDrop = 256;
   void connection_closed(std::size_t slot);
@@ -129,14 +106,8 @@ class Worker {
   std::mt19937_64 rng_;
   std::vector<std::uint32_t> round_robin_;
   std::list<DownstreamConnection*> connections_;
-  // Parked nodes come from their own pool, so that they do not pin pages among the
-  // freed memory of the connections' coroutines (which malloc can then give back).
-  std::pmr::unsynchronized_pool_resource parked_memory_;
-  ParkedList parked_;
-  int park_epoll_ = -1;
-  std::unique_ptr<asio::posix::stream_descriptor> park_events_;  // park_epoll_, in the io_context
-  std::unique_ptr<asio::steady_timer> parked_timer_;             // the front's idle timeout
-  bool parked_timer_armed_ = false;
+  // Idle HTTP/1.1 connections (the HTTP/1.1 adapter's parking); before ioc_ dies.
+  std::unique_ptr<Http1Parking> parking_;
   // Memory given back to the system after a wave of connections ends (malloc_trim).
   std::size_t active_peak_ = 0;
   std::atomic<std::size_t> open_connections_{0};

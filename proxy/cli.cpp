@@ -328,6 +328,26 @@ int cmd_route(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// `meshd run --gateway NAME`: virtual gateways are not served by this build yet
+// (issue 15). The file is validated as for a node, and the gateway named by its PATH.
+int refuse_gateway(const RunOptions& options) {
+  auto result = mesh::load_mesh_file(options.mesh_file);
+  if (!result.ok()) {
+    std::cerr << result.diagnostics.format_all() << std::flush;
+    return kExitInvalid;
+  }
+  const auto& gateways = result.config->virtual_gateways;
+  for (std::size_t i = 0; i < gateways.size(); ++i) {
+    if (gateways[i].name != options.gateway) continue;
+    std::cerr << options.mesh_file << ": virtualGateways[" << i
+              << "]: not supported by this build: virtual gateways are served from issue 15 "
+                 "(docs/operations.md)\n";
+    return kExitInvalid;
+  }
+  std::cerr << options.mesh_file << ": no virtual gateway named '" << options.gateway << "'\n";
+  return kExitInvalid;
+}
+
 int cmd_run(const std::vector<std::string>& args) {
   for (const auto& a : args) {
     if (is_help(a)) {
@@ -337,6 +357,7 @@ int cmd_run(const std::vector<std::string>& args) {
   }
   RunOptions options;
   if (auto error = parse_run_options(args, options); !error.empty()) return usage_error(error, kRunUsage);
+  if (!options.gateway.empty()) return refuse_gateway(options);
   return run_server(options);
 }
 

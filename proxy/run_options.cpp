@@ -176,6 +176,8 @@ std::string parse_run_options(const std::vector<std::string>& args, RunOptions& 
     } else if (a == "--node") {
       out.node = *v;
       out.mesh_from_env.clear();
+    } else if (a == "--gateway") {
+      out.gateway = *v;
     } else if (a == "--ingress-port" && v->find('=') != std::string::npos) {
       const auto eq = v->find('=');
       auto listener = parse_port(v->substr(0, eq));
@@ -214,7 +216,10 @@ std::string parse_run_options(const std::vector<std::string>& args, RunOptions& 
     }
   }
   if (out.mesh_file.empty()) return "run needs --mesh FILE (or MESHD_MESH_FILE)";
-  if (out.node.empty()) return "run needs --node NAME (or APPMESH_RESOURCE_ARN / APPMESH_VIRTUAL_NODE_NAME)";
+  if (!out.gateway.empty() && !out.node.empty()) return "run takes --node or --gateway, not both";
+  if (out.node.empty() && out.gateway.empty()) {
+    return "run needs --node NAME (or APPMESH_RESOURCE_ARN / APPMESH_VIRTUAL_NODE_NAME)";
+  }
   {
     auto hp = net::split_host_port(out.admin, true);
     if (!hp || !hp->port || !net::parse_ip(hp->host)) return "--admin: expected IP:PORT, got '" + out.admin + "'";

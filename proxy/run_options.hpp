@@ -37,6 +37,7 @@ struct Limits {
 struct RunOptions {
   std::string mesh_file;
   std::string node;
+  std::string gateway;  // --gateway NAME: a virtual gateway (refused until gateways run)
   std::string mesh_from_env;  // the mesh name given in APPMESH_* (must match the file's)
   std::uint16_t ingress_port = 15000;  // the node's first listener
   // `--ingress-port LISTENER_PORT=PORT`: where each other listener of the node is

@@ -118,3 +118,24 @@ TEST_CASE("the node comes from App Mesh's environment variables, in their order"
     CHECK(parse_run_options({"--mesh", "m.yaml"}, o).find("not a virtual node") != std::string::npos);
   }
 }
+
+TEST_CASE("run options: --ingress-port LISTENER_PORT=PORT, and --gateway instead of --node") {
+  RunOptions o;
+  REQUIRE(parse_run_options({"--mesh", "m.yaml", "--node", "n", "--ingress-port", "8080", "--ingress-port",
+                             "9090=19090", "--ingress-port=7070=0"},
+                            o)
+              .empty());
+  CHECK(o.ingress_port == 8080);
+  CHECK(o.listener_ports == std::vector<std::pair<std::uint16_t, std::uint16_t>>{{9090, 19090}, {7070, 0}});
+  RunOptions twice;
+  CHECK(parse_run_options({"--mesh", "m", "--node", "n", "--ingress-port", "9090=1", "--ingress-port", "9090=2"}, twice)
+            .find("given twice") != std::string::npos);
+  RunOptions bad;
+  CHECK(parse_run_options({"--mesh", "m", "--node", "n", "--ingress-port", "0=5"}, bad).find("LISTENER_PORT=PORT") !=
+        std::string::npos);
+  RunOptions gw;
+  CHECK(parse_run_options({"--mesh", "m", "--gateway", "g"}, gw).empty());
+  CHECK(gw.gateway == "g");
+  RunOptions both;
+  CHECK(parse_run_options({"--mesh", "m", "--gateway", "g", "--node", "n"}, both).find("not both") != std::string::npos);
+}

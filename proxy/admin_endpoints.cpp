@@ -14,6 +14,16 @@ namespace meshd::proxy {
 
 namespace {
 std::string ms_text(std::chrono::milliseconds d) { return std::to_string(d.count()) + "ms"; }
+
+// The last failed reload, or null (/server_info and /config_dump).
+void last_error(Json& j, const PublishedState& st) {
+  if (st.last_error.empty()) {
+    j.key("last_error").null();
+    return;
+  }
+  j.key("last_error").value(st.last_error);
+  j.key("last_error_at").value(st.last_error_at);
+}
 }  // namespace
 
 metrics::AdminResponse AdminEndpoints::handle(const std::string& method, const std::string& target, bool stats_only) {
@@ -56,12 +66,7 @@ std::string AdminEndpoints::server_info() {
       std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - host_.started()).count()));
   j.key("config_version").value(st->version);
   j.key("loaded_at").value(st->loaded_at);
-  if (st->last_error.empty()) {
-    j.key("last_error").null();
-  } else {
-    j.key("last_error").value(st->last_error);
-    j.key("last_error_at").value(st->last_error_at);
-  }
+  last_error(j, *st);
   j.key("workers").value(static_cast<std::int64_t>(host_.worker_count()));
   j.key("listeners").begin_array();
   for (const auto& l : host_.listeners()) {
@@ -111,12 +116,7 @@ std::string AdminEndpoints::config_dump() {
   j.key("config_version").value(st->version);
   j.key("sha256").value(st->sha256);
   j.key("loaded_at").value(st->loaded_at);
-  if (st->last_error.empty()) {
-    j.key("last_error").null();
-  } else {
-    j.key("last_error").value(st->last_error);
-    j.key("last_error_at").value(st->last_error_at);
-  }
+  last_error(j, *st);
   j.key("mesh_file").value(host_.options().mesh_file);
   j.key("effective").begin_object();
   j.key("mesh").value(snap.config().mesh.name);

@@ -87,6 +87,7 @@ awaitable<DownstreamConnection::HeadResult> DownstreamConnection::read_head() {
     }
     if (step.event == Http1Parser::Event::error) {
       watchdog_.disarm();
+      keep_alive_ = false;  // the framing is lost: the connection ends after the answer
       co_await send_local_reply(reply_for(parser_.error_status()), parser_.error_reason());
       co_return HeadResult::closed;
     }
@@ -143,6 +144,7 @@ awaitable<DownstreamConnection::HeadResult> DownstreamConnection::read_head() {
     buffer_.commit(n);
     if (ec) {
       if (watchdog_.fired() && old > 0) {
+        keep_alive_ = false;
         co_await send_local_reply(LocalReply::request_timeout, "the request headers did not complete in time");
       }
       co_return HeadResult::closed;  // EOF, reset, idle timeout or a drain
@@ -345,11 +347,9 @@ void DownstreamConnection::abort() {
 awaitable<void> DownstreamConnection::send_local_reply(LocalReply r, std::string_view detail,
                                                        std::uint32_t retry_after) {
   const auto& i = info(r);
-  // Errors close the connection (SPEC §3: after a 400 the framing is unknown).
-  if (i.status == 400 || i.status == 408 || i.status == 431 || i.status == 501 || i.status == 505 ||
-      worker_.draining()) {
-    keep_alive_ = false;
-  }
+  // Whether the connection ends was decided by whoever answers (close_after(): the
+  // lifecycle for downstream errors, read_head() for a broken head); a drain ends it.
+  if (worker_.draining()) keep_alive_ = false;
   std::string body(i.summary);
   if (!detail.empty()) {
     body += ": ";

@@ -303,9 +303,14 @@ awaitable<void> RequestLifecycle::backoff(std::uint32_t attempt) {
   co_await timer.async_wait(use_tuple);
 }
 
-void RequestLifecycle::keep_body(std::string_view piece) {
+void RequestLifecycle::keep_body(std::string_view piece, bool first) {
   bytes_received_ += piece.size();
-  if (!body_overflow_ && kept_body_.size() + piece.size() <= worker_.limits().retry_buffer_bytes) {
+  if (first) {
+    // Kept whatever its size: the first attempt sends it from here (a piece over the
+    // retry buffer only means no replay).
+    kept_body_.append(piece);
+    body_overflow_ = kept_body_.size() > worker_.limits().retry_buffer_bytes;
+  } else if (!body_overflow_ && kept_body_.size() + piece.size() <= worker_.limits().retry_buffer_bytes) {
     kept_body_.append(piece);
   } else {
     body_overflow_ = true;
@@ -338,11 +343,7 @@ awaitable<std::optional<ErrorKind>> RequestLifecycle::read_first_body_piece() {
   auto ev = co_await down_.read_body(body_read_timeout());
   switch (ev.kind) {
     case BodyEvent::Kind::data:
-      // Kept whatever its size: the first attempt sends it from here (a piece over
-      // the retry buffer only means no replay).
-      bytes_received_ += ev.data.size();
-      kept_body_.append(ev.data);
-      if (kept_body_.size() > worker_.limits().retry_buffer_bytes) body_overflow_ = true;
+      keep_body(ev.data, true);
       co_return std::nullopt;
     case BodyEvent::Kind::end:
       keep_trailers(ev.trailers);

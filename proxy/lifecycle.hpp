@@ -72,7 +72,9 @@ class RequestLifecycle {
   awaitable<Streamed> stream_response(UpstreamExchange& up, const ResponseHead& rh);
   awaitable<void> backoff(std::uint32_t attempt);
   awaitable<std::optional<ErrorKind>> read_first_body_piece();
-  void keep_body(std::string_view piece);
+  // A piece of the request body, kept for replays while the retry buffer holds it
+  // (`first`: the piece read before anything goes upstream, always kept).
+  void keep_body(std::string_view piece, bool first = false);
   void keep_trailers(std::span<const Field> trailers);
   // Answers a failure (the error table: a local reply while nothing went downstream)
   // and sets the access-log flag.

@@ -1049,6 +1049,21 @@ virtualNodes:
         s, hs, _ = http_request("127.0.0.1", first_port, "GET", "/sleep/600", headers={"Host": "v1"})
         self.assertEqual((s, header(hs, "x-meshd-error")), (504, "upstream_timeout"))
 
+        # A reload that drops the second listener and adds a third: the dropped one's
+        # port answers 503, the new one is named in a warning (served after a restart).
+        third = self.v1.port
+        reloaded = text.replace(f"        - portMapping: {{port: {second}, protocol: http}}\n"
+                                "          rateLimit: {requestsPerUnit: 1, unit: MINUTE}\n",
+                                f"        - portMapping: {{port: {third}, protocol: http}}\n")
+        self.assertNotEqual(reloaded, text)
+        with open(m.mesh_path, "w") as f:
+            f.write(reloaded)
+        self.assertEqual(m.admin("/reload", method="POST")[0], 200)
+        s, hs, _ = http_request("127.0.0.1", second_port, "GET", "/d", headers={"Host": "v1"})
+        self.assertEqual((s, header(hs, "x-meshd-error")), (503, "no_healthy_upstream"))
+        self.assertIn(f"listener port {third} is new: it is served after a restart", m.stdout() + m.stderr())
+        self.assertEqual(http_request("127.0.0.1", first_port, "GET", "/e", headers={"Host": "v1"})[0], 200)
+
     def test_ingress_forwards_to_the_app(self):
         m = self.start(node="v1", app_port=self.v1.port)
         s, hs, body = http_request("127.0.0.1", m.port("ingress"), "GET", "/in", headers={"Host": "v1.local"})

@@ -84,14 +84,14 @@ virtualServices:
     return mesh
 
 
-def start_proxies(tmp, upstream_port, meshd, which, idle):
+def start_proxies(tmp, upstream_port, meshd, which, idle, others=()):
     proxies = []
-    if "meshd" in which:
+    mesh = write_bench_mesh(tmp, upstream_port)
+    for name, binary in ([("meshd", meshd)] if "meshd" in which else []) + list(others):
         port = free_port()
-        mesh = write_bench_mesh(tmp, upstream_port)
-        proxies.append(Proxy("meshd", [meshd, "run", "--mesh", mesh, "--node", "bench", "--workers", "1",
-                                       "--egress-port", str(port), "--ingress-port", "0",
-                                       "--admin", "127.0.0.1:0", "--set", "max_connections_per_listener=100000"],
+        proxies.append(Proxy(name, [binary, "run", "--mesh", mesh, "--node", "bench", "--workers", "1",
+                                    "--egress-port", str(port), "--ingress-port", "0",
+                                    "--admin", "127.0.0.1:0", "--set", "max_connections_per_listener=100000"],
                              port))
     if "haproxy" in which:
         port = free_port()
@@ -170,6 +170,11 @@ def main():
     ap.add_argument("--idle", type=int, default=default_idle)
     ap.add_argument("--proxies", default="direct,meshd,haproxy,nginx")
     ap.add_argument("--write", help="docs/benchmarks.md to update between the markers")
+    ap.add_argument("--scenarios", default="a,b,c,d,e", help="which of the scenarios a-e to run")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=MESHD",
+                    help="another meshd binary to run beside the first (a build to compare with)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the load scenarios this many times, the targets alternating, and keep the median")
     args = ap.parse_args()
     which = args.proxies.split(",")
     tmp = tempfile.mkdtemp(prefix="meshd-compare-")
@@ -181,26 +186,38 @@ def main():
         ("c", "a new connection per request, 16 connections", ["-c", "16", "--no-keepalive"], "/bytes/2"),
         ("d", "open loop 1,000 req/s, 1 KiB responses, 16 connections", ["-c", "16", "-R", "1000"], "/bytes/1024"),
     ]
+    chosen = args.scenarios.split(",")
+    scenarios = [s for s in scenarios if s[0] in chosen]
     rows = {}
+    runs = {}
     try:
-        proxies = start_proxies(tmp, upstream_port, args.meshd, which, args.idle)
+        others = [tuple(a.split("=", 1)) for a in args.also]
+        proxies = start_proxies(tmp, upstream_port, args.meshd, which, args.idle, others)
         targets = ([("direct", None, upstream_port)] if "direct" in which else []) + [(p.name, p, p.port) for p in proxies]
+        for round_ in range(args.rounds):
+            for name, proxy, port in targets:
+                time.sleep(0.5)
+                if round_ == 0:
+                    rows[name] = {"rss_idle_kib": rss_kib(proxy.pid) if proxy else None}
+                for key, title, extra, path in scenarios:
+                    cpu0 = cpu_seconds(proxy.pid) if proxy else 0
+                    res = subprocess.run(["taskset", "-c", "1", args.bench, "--quiet", "--json", "-d", str(args.duration),
+                                          *extra, "--connect", f"127.0.0.1:{port}", f"http://svc.local{path}"],
+                                         capture_output=True, text=True, timeout=args.duration + 60)
+                    r = json.loads(res.stdout)
+                    cpu = (cpu_seconds(proxy.pid) - cpu0) if proxy else None
+                    runs.setdefault((name, key), []).append({
+                        "rps": r["throughput"], "p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"],
+                        "p999": r["latency_ms"]["p99.9"], "errors": sum(r["errors"].values()),
+                        "cpu_us": (cpu * 1e6 / r["requests"]) if proxy and r["requests"] else None})
+                    print(f"{name:8s} {key}: {r['throughput']:9.0f} req/s  p99 {r['latency_ms']['p99']} ms"
+                          + (f"  cpu {runs[(name, key)][-1]['cpu_us']:.2f} us/req" if proxy else ""), flush=True)
+        for (name, key), results in runs.items():
+            # The median round by throughput, its figures kept together.
+            rows[name][key] = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
         for name, proxy, port in targets:
-            time.sleep(0.5)
-            rows[name] = {"rss_idle_kib": rss_kib(proxy.pid) if proxy else None}
-            for key, title, extra, path in scenarios:
-                cpu0 = cpu_seconds(proxy.pid) if proxy else 0
-                res = subprocess.run(["taskset", "-c", "1", args.bench, "--quiet", "--json", "-d", str(args.duration),
-                                      *extra, "--connect", f"127.0.0.1:{port}", f"http://svc.local{path}"],
-                                     capture_output=True, text=True, timeout=args.duration + 60)
-                r = json.loads(res.stdout)
-                cpu = (cpu_seconds(proxy.pid) - cpu0) if proxy else None
-                rows[name][key] = {
-                    "rps": r["throughput"], "p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"],
-                    "p999": r["latency_ms"]["p99.9"], "errors": sum(r["errors"].values()),
-                    "cpu_us": (cpu * 1e6 / r["requests"]) if proxy and r["requests"] else None}
-                print(f"{name:8s} {key}: {r['throughput']:9.0f} req/s  p99 {r['latency_ms']['p99']} ms"
-                      + (f"  cpu {rows[name][key]['cpu_us']:.1f} us/req" if proxy else ""), flush=True)
+            if "e" not in chosen:
+                continue
             if proxy:
                 rows[name]["rss_loaded_kib"] = rss_kib(proxy.pid)
                 before = rss_kib(proxy.pid)
@@ -249,11 +266,13 @@ def render(rows, keys, titles, args):
                        f"{r['p50']}{ratio(r['p50'], b and b['p50'])} | {r['p99']}{ratio(r['p99'], b and b['p99'])} | "
                        f"{r['p999']}{ratio(r['p999'], b and b['p999'])} | {r['errors']} |")
         out.append("")
+    if not any("kib_per_idle" in row for row in rows.values()):
+        return "\n".join(out)
     out.append(f"**(e) memory**: RSS in KiB, and KiB per idle keep-alive connection ({args.idle} connections)\n")
     out.append("| proxy | RSS idle | RSS after load | KiB per idle connection |")
     out.append("|---|---|---|---|")
     for name, row in rows.items():
-        if row.get("rss_idle_kib") is None:
+        if row.get("kib_per_idle") is None:
             continue
         b = base or {}
         out.append(f"| {name} | {row['rss_idle_kib']}{ratio(row['rss_idle_kib'], b.get('rss_idle_kib'))} | "

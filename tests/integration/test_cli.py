@@ -117,10 +117,16 @@ class Misc(unittest.TestCase):
         self.assertEqual(run("version", "extra").returncode, 2)
 
     def test_help_on_every_command(self):
-        for cmd in (["--help"], ["validate", "--help"], ["route", "--help"], ["version", "--help"]):
+        for cmd in (["--help"], ["validate", "--help"], ["route", "--help"], ["version", "--help"],
+                    ["run", "--help"]):
             r = run(*cmd)
             self.assertEqual(r.returncode, 0, cmd)
             self.assertIn("usage: meshd", r.stdout, cmd)
+        # Every option meshd run takes is in its help.
+        r = run("run", "--help")
+        for option in ("--mesh", "--node", "--gateway", "--ingress-port", "--egress-port", "--app-port",
+                       "--admin", "--stats", "--workers", "--log-level", "--drain-timeout", "--set"):
+            self.assertIn(option, r.stdout, option)
 
 
 # ---- meshd run refuses what this build cannot serve (docs/operations.md) ----------

@@ -73,6 +73,7 @@ std::string DownstreamConnection::local_address() {
 }
 
 awaitable<DownstreamConnection::HeadResult> DownstreamConnection::read_head() {
+  grpc_request_ = false;  // an answer to a head that did not parse is plain HTTP
   const auto& limits = worker_.limits();
   std::optional<Clock::time_point> deadline;
   // While idle: the idle timeout, and when the connection parks (whichever is first).
@@ -178,6 +179,8 @@ void DownstreamConnection::prepare_request() {
   if (auto up = h.get("upgrade"); up && !iequals_ascii(*up, "h2c")) r.upgrade = *up;
   r.has_body = h.chunked || (h.content_length && *h.content_length > 0);
   if (!h.chunked) r.length = h.content_length;
+  const auto content_type = h.get("content-type");
+  grpc_request_ = content_type && is_grpc_content_type(*content_type);
   expect_continue_ = false;
   if (r.has_body && h.minor_version == 1) {
     if (auto expect = h.get("expect"); expect && iequals_ascii(*expect, "100-continue")) expect_continue_ = true;
@@ -354,6 +357,18 @@ awaitable<void> DownstreamConnection::send_local_reply(LocalReply r, std::string
   if (!detail.empty()) {
     body += ": ";
     body += detail;
+  }
+  if (grpc_request_) {
+    // SPEC §7: a gRPC client reads the outcome from grpc-status; the HTTP/1.1 form of
+    // a trailers-only response is a 200 with these as headers and no body.
+    std::string head = "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: " +
+                       std::to_string(grpc_status(r)) + "\r\ngrpc-message: " + grpc_percent_encode(body) +
+                       "\r\nx-meshd-error: " + std::string(i.code) + "\r\ncontent-length: 0\r\n";
+    if (!keep_alive_) head += "connection: close\r\n";
+    head += "\r\n";
+    status_sent_ = 200;
+    co_await write_gather({head, {}, {}, {}});
+    co_return;
   }
   body += '\n';
   std::string head = "HTTP/1.1 " + std::to_string(i.status) + " " + std::string(reason_phrase(i.status)) +

@@ -99,6 +99,7 @@ class DownstreamConnection final : public DownstreamStream {
   bool head_pending_ = false;
   Framing framing_ = Framing::none;
   bool expect_continue_ = false;  // the client waits for "100 Continue" before its body
+  bool grpc_request_ = false;  // the exchange's request is gRPC: local replies are trailers-only
   bool read_cancelled_ = false;
   int status_sent_ = 0;
   std::uint64_t bytes_sent_ = 0;

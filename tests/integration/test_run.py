@@ -180,6 +180,37 @@ class Routing(Base):
         with self.assertRaises((ConnectionError, OSError)):
             self.egress(m, "/close-mid", headers={"x-beta": "yes"})
 
+    def test_local_replies_to_grpc_requests_are_trailers_only(self):
+        # SPEC §7: a request with a gRPC content-type gets meshd's answers as a 200
+        # with grpc-status, grpc-message and x-meshd-error and no body (the HTTP/1.1
+        # form of a trailers-only response); other requests keep the HTTP form.
+        m = self.start()
+        cases = [
+            ("example.com", "/pkg.Svc/Method", 7, "egress_denied"),
+            ("svc.local:9999", "/pkg.Svc/Method", 12, "no_route"),
+            ("empty.local", "/pkg.Svc/Method", 14, "no_healthy_upstream"),
+            ("svc.local", "/hang", 4, "upstream_timeout"),
+        ]
+        for host, path, grpc_status, code in cases:
+            for content_type in ("application/grpc", "application/grpc+proto"):
+                s, hs, body = self.egress(m, path, host=host, method="POST",
+                                          headers={"content-type": content_type, "te": "trailers"})
+                self.assertEqual((s, header(hs, "grpc-status"), header(hs, "x-meshd-error")),
+                                 (200, str(grpc_status), code), (host, content_type))
+                self.assertEqual(header(hs, "content-type"), "application/grpc")
+                self.assertEqual(header(hs, "content-length"), "0")
+                self.assertEqual(body, b"")
+                summary = {"egress_denied": "the destination is not a backend", "no_route": "no route matches",
+                           "no_healthy_upstream": "the target has no usable endpoints",
+                           "upstream_timeout": "the upstream did not answer in time"}[code]
+                self.assertTrue(header(hs, "grpc-message").startswith(summary), header(hs, "grpc-message"))
+        # grpc-web and JSON keep the HTTP statuses.
+        for content_type in ("application/grpc-web", "application/json"):
+            s, hs, _ = self.egress(m, "/x", host="svc.local:9999", method="POST", headers={"content-type": content_type})
+            self.assertEqual((s, header(hs, "x-meshd-error"), header(hs, "grpc-status")), (404, "no_route", None))
+        # The metrics count the 200 that the gRPC client saw, one per answer above.
+        self.assertEqual(m.metric_reaches(8, "meshd_requests_total", code="200"), 8)
+
     def test_no_route(self):
         text = canary_mesh(self.v1.port, self.v2.port).replace("match: {prefix: /}\n        action:\n          weightedTargets: [{virtualNode: v1, weight: 90}",
                                                                  "match: {prefix: /api}\n        action:\n          weightedTargets: [{virtualNode: v1, weight: 90}")

@@ -4,6 +4,7 @@
 #include <span>
 
 #include "net/asio_address.hpp"
+#include "proxy/grpc.hpp"
 #include "proxy/http1_write.hpp"
 #include "proxy/lifecycle.hpp"
 #include "proxy/worker.hpp"
@@ -181,6 +182,7 @@ void DownstreamConnection::prepare_request() {
   if (!h.chunked) r.length = h.content_length;
   const auto content_type = h.get("content-type");
   grpc_request_ = content_type && is_grpc_content_type(*content_type);
+  r.grpc = grpc_request_;
   expect_continue_ = false;
   if (r.has_body && h.minor_version == 1) {
     if (auto expect = h.get("expect"); expect && iequals_ascii(*expect, "100-continue")) expect_continue_ = true;

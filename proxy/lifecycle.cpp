@@ -7,6 +7,7 @@
 #include "mesh/compiled/request_view.hpp"
 #include "net/asio_address.hpp"
 #include "proxy/access_log.hpp"
+#include "proxy/grpc.hpp"
 
 namespace meshd::proxy {
 
@@ -476,6 +477,16 @@ awaitable<void> RequestLifecycle::forward() {
     }
   }
   if (target_.timeouts.per_request.count() > 0) deadline_ = start_ + target_.timeouts.per_request;
+  if (req_.grpc) {
+    // SPEC §7: the caller's grpc-timeout caps the per-request timeout (it is passed on
+    // as it came).
+    if (auto value = req_.get("grpc-timeout")) {
+      if (auto timeout = parse_grpc_timeout(*value)) {
+        const auto cap = start_ + *timeout;
+        if (!deadline_ || cap < *deadline_) deadline_ = cap;
+      }
+    }
+  }
   const auto* in = pipeline_.app_slot ? ingress() : nullptr;
   if (in != nullptr && in->app_limit) {
     // The local app's connectionPool.http (SPEC §1: the node's own sidecar applies it).

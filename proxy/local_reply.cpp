@@ -31,52 +31,6 @@ constexpr std::pair<std::string_view, std::string_view> kOtherFlags[] = {
 
 const LocalReplyInfo& info(LocalReply r) { return kTable[static_cast<int>(r)]; }
 
-bool is_grpc_content_type(std::string_view content_type) {
-  constexpr std::string_view kGrpc = "application/grpc";
-  if (content_type.size() < kGrpc.size()) return false;
-  for (std::size_t i = 0; i < kGrpc.size(); ++i) {
-    char c = content_type[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != kGrpc[i]) return false;
-  }
-  // application/grpc, application/grpc+proto, application/grpc;charset=... (not
-  // application/grpc-web, whose framing differs)
-  return content_type.size() == kGrpc.size() || content_type[kGrpc.size()] == '+' ||
-         content_type[kGrpc.size()] == ';';
-}
-
-int grpc_status(LocalReply r) {
-  switch (r) {
-    case LocalReply::no_route:
-      return 12;  // UNIMPLEMENTED
-    case LocalReply::egress_denied:
-      return 7;  // PERMISSION_DENIED
-    case LocalReply::rate_limited:
-      return 8;  // RESOURCE_EXHAUSTED
-    case LocalReply::upstream_timeout:
-      return 4;  // DEADLINE_EXCEEDED
-    default:
-      return 14;  // UNAVAILABLE
-  }
-}
-
-std::string grpc_percent_encode(std::string_view message) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(message.size());
-  for (const char ch : message) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c >= 0x20 && c <= 0x7e && c != '%') {
-      out += ch;
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    }
-  }
-  return out;
-}
-
 std::string_view envoy_response_flag(std::string_view meshd_flag) {
   for (const auto& i : kTable) {
     if (i.code == meshd_flag) return i.envoy_flag;

@@ -1,7 +1,6 @@
 #pragma once
 // The statuses meshd answers itself (SPEC §3): one table, used by the data path, the
 // access log and `meshd route`.
-#include <string>
 #include <string_view>
 
 namespace meshd::proxy {
@@ -30,18 +29,6 @@ struct LocalReplyInfo {
 };
 
 const LocalReplyInfo& info(LocalReply r);
-
-// A gRPC request (content-type application/grpc, or application/grpc+proto and the
-// like) gets meshd's answers trailers-only (SPEC §7): :status 200 with grpc-status,
-// grpc-message and x-meshd-error, no body.
-bool is_grpc_content_type(std::string_view content_type);
-// The grpc-status of a local reply: no_route 12 UNIMPLEMENTED, egress_denied 7
-// PERMISSION_DENIED, rate_limited 8 RESOURCE_EXHAUSTED, upstream_timeout 4
-// DEADLINE_EXCEEDED, every other 14 UNAVAILABLE.
-int grpc_status(LocalReply r);
-// grpc-message's percent-encoding (gRPC over HTTP/2: bytes outside 0x20-0x7E and
-// '%' become %XX).
-std::string grpc_percent_encode(std::string_view message);
 
 // Access-log flags for failures that are not local replies (those use info(r).code).
 inline constexpr std::string_view kRetriesExhausted = "retries_exhausted";

@@ -40,6 +40,7 @@ struct RequestHead {
   std::string_view upgrade;
   bool has_body = false;                // a body follows the head
   std::optional<std::uint64_t> length;  // its length, when the sender declared it
+  bool grpc = false;                    // a gRPC request (proxy/grpc.hpp: its content-type)
   // Where the sender put its body framing among `fields` (HTTP/1.1 writes its own
   // framing field there, so that field order is kept end to end); npos: at the end.
   std::size_t framing_at = kFramingAtEnd;

@@ -211,6 +211,38 @@ class Routing(Base):
         # The metrics count the 200 that the gRPC client saw, one per answer above.
         self.assertEqual(m.metric_reaches(8, "meshd_requests_total", code="200"), 8)
 
+    def test_grpc_timeout_caps_the_request_timeout(self):
+        m = self.start()
+        grpc = {"content-type": "application/grpc", "te": "trailers"}
+
+        def timed(host, timeout=None):
+            headers = dict(grpc, **({"grpc-timeout": timeout} if timeout else {}))
+            t0 = time.time()
+            s, hs, _ = self.egress(m, "/hang", host=host, method="POST", headers=headers)
+            return time.time() - t0, s, header(hs, "grpc-status"), header(hs, "x-meshd-error")
+
+        # direct.local has App Mesh's default per-request timeout (15 s): the caller's
+        # 200 ms deadline ends it, answered DEADLINE_EXCEEDED.
+        took, s, status, code = timed("direct.local", "200m")
+        self.assertEqual((s, status, code), (200, "4", "upstream_timeout"))
+        self.assertGreaterEqual(took, 0.15)
+        self.assertLess(took, 3)
+        took, s, status, _ = timed("direct.local", "300000u")
+        self.assertEqual((s, status), (200, "4"))
+        self.assertLess(took, 3)
+        # It caps, it does not extend: the route's 300 ms still applies under 10 S.
+        took, s, status, _ = timed("svc.local", "10S")
+        self.assertEqual((s, status), (200, "4"))
+        self.assertLess(took, 3)
+        # A value that is not a grpc-timeout is ignored (the route's 300 ms applies).
+        took, s, status, _ = timed("svc.local", "soon")
+        self.assertEqual((s, status), (200, "4"))
+        self.assertLess(took, 3)
+        # It is passed on to the upstream as it came.
+        s, _, _ = self.egress(m, "/", host="direct.local", method="POST", headers=dict(grpc, **{"grpc-timeout": "5S"}))
+        self.assertEqual(s, 200)
+        self.assertEqual(header(self.v1.requests[-1]["headers"], "grpc-timeout"), "5S")
+
     def test_no_route(self):
         text = canary_mesh(self.v1.port, self.v2.port).replace("match: {prefix: /}\n        action:\n          weightedTargets: [{virtualNode: v1, weight: 90}",
                                                                  "match: {prefix: /api}\n        action:\n          weightedTargets: [{virtualNode: v1, weight: 90}")

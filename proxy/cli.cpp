@@ -11,6 +11,8 @@
 #include "mesh/config/loader.hpp"
 #include "mesh/config/names.hpp"
 #include "proxy/errors.hpp"
+#include "proxy/grpc.hpp"
+#include "proxy/http1_write.hpp"  // iequals_ascii
 #include "proxy/local_reply.hpp"
 #include "proxy/run_options.hpp"
 #include "proxy/server.hpp"
@@ -189,16 +191,27 @@ std::string describe_retry(const mesh::RetryPolicySpec& r) {
   if (r.on_reset) out << " reset";
   if (r.on_connect_failure) out << " connect-failure";
   if (r.on_refused_stream) out << " refused-stream";
+  static constexpr const char* kGrpcEvents[] = {"cancelled", "deadline-exceeded", "internal", "resource-exhausted",
+                                                "unavailable"};
+  for (int ev = 0; ev < 5; ++ev) {
+    if ((r.grpc_codes >> ev) & 1u) out << " grpc:" << kGrpcEvents[ev];
+  }
   out << ", backoff " << ms(r.backoff_base) << ".." << ms(r.backoff_max) << " (full jitter)";
   out << ", budget max(" << r.budget_min_concurrent << ", " << r.budget_percent << "% of active)";
   if (r.is_default) out << " [App Mesh default]";
   return out.str();
 }
 
-// The answer the data path would give (the same error table, proxy/errors.hpp).
-int local_reply(ErrorKind kind, const std::string& reason) {
-  const auto& i = info(*describe(kind).reply);
-  std::cout << "local reply:     " << i.status << " " << i.code << ": " << reason << "\n";
+// The answer the data path would give (the same error table, proxy/errors.hpp); to
+// a gRPC request, its trailers-only form (proxy/grpc.hpp).
+int local_reply(ErrorKind kind, const std::string& reason, bool grpc) {
+  const auto r = *describe(kind).reply;
+  const auto& i = info(r);
+  if (grpc) {
+    std::cout << "local reply:     200 grpc-status " << grpc_status(r) << " " << i.code << ": " << reason << "\n";
+  } else {
+    std::cout << "local reply:     " << i.status << " " << i.code << ": " << reason << "\n";
+  }
   return kExitInvalid;
 }
 
@@ -268,6 +281,10 @@ int cmd_route(const std::vector<std::string>& args) {
   req.path = path;
   req.query = url->query;
   req.headers = fields;
+  bool grpc = false;
+  for (const auto& [n, v] : headers) {
+    if (iequals_ascii(n, "content-type") && is_grpc_content_type(v)) grpc = true;
+  }
 
   std::cout << "request:         " << method << " " << url->scheme << "://" << url->authority << path
             << (url->query.empty() ? "" : "?" + url->query) << "\n";
@@ -285,10 +302,11 @@ int cmd_route(const std::vector<std::string>& args) {
       }
       return local_reply(error_for(d.outcome),
                          "'" + authority->host + "' is not a backend of virtual node '" + node +
-                             "' and the mesh's egressFilter is DROP_ALL");
+                             "' and the mesh's egressFilter is DROP_ALL",
+                         grpc);
     case Outcome::no_provider:
       std::cout << "virtual service: " << d.service->service->name << " (no provider)\n";
-      return local_reply(error_for(d.outcome), "the virtual service has no provider");
+      return local_reply(error_for(d.outcome), "the virtual service has no provider", grpc);
     case Outcome::no_listener: {
       std::string ports;
       for (const auto& l : *d.service->listeners) {
@@ -298,7 +316,8 @@ int cmd_route(const std::vector<std::string>& args) {
       return local_reply(error_for(d.outcome),
                          authority->port ? "no listener on port " + std::to_string(*authority->port) +
                                                " (listeners: " + ports + ")"
-                                         : "several listeners (" + ports + "): give the port in the URL");
+                                         : "several listeners (" + ports + "): give the port in the URL",
+                         grpc);
     }
     case Outcome::no_route:
     case Outcome::routed:
@@ -310,8 +329,9 @@ int cmd_route(const std::vector<std::string>& args) {
   std::cout << "listener:        " << d.listener->port << " (" << mesh::to_string(d.listener->protocol)
             << ")\n";
   if (d.outcome == Outcome::no_route) {
-    return local_reply(error_for(d.outcome), "none of the " + std::to_string(d.listener->routes.size()) +
-                                                 " routes on this listener matches");
+    return local_reply(error_for(d.outcome),
+                       "none of the " + std::to_string(d.listener->routes.size()) + " routes on this listener matches",
+                       grpc);
   }
   const auto& r = *d.route;
   std::cout << "route:           " << (r.name.empty() ? "(implicit: virtual-node provider)" : r.name);

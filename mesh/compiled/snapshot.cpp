@@ -222,6 +222,10 @@ class Compiler {
         break;
     }
     if (retry != nullptr) c.retry = *retry ? RetryPolicySpec::from(**retry) : RetryPolicySpec::app_mesh_default();
+    if (r.kind == Protocol::grpc && retry != nullptr && !*retry) {
+      // App Mesh's hidden default retries gRPC on UNAVAILABLE as well (reference §2).
+      c.retry.grpc_codes |= static_cast<std::uint8_t>(1u << static_cast<int>(GrpcRetryEvent::unavailable));
+    }
     if (timeout != nullptr && *timeout) {
       if ((*timeout)->per_request) c.timeouts.per_request = (*timeout)->per_request->millis();
       if ((*timeout)->idle) c.timeouts.idle = (*timeout)->idle->millis();

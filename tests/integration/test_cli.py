@@ -79,6 +79,32 @@ class Route(unittest.TestCase):
         self.assertIn("route:           beta (priority 10)", r.stdout)
         self.assertIn("[App Mesh default]", r.stdout)
 
+    def test_grpc_requests(self):
+        # SPEC §7 / issue 12: grpcRoute matches serviceName, methodName and metadata;
+        # meshd's answers to a gRPC request are trailers-only (200 and a grpc-status).
+        grpc_example = os.path.join(SOURCE, "examples", "grpc-route.yaml")
+        ct = ["-H", "content-type: application/grpc"]
+        url = "http://color.grpc.local:8080/color.ColorService/GetColor"
+        r = run("route", grpc_example, "--node", "client", "POST", url, *ct, "-H", "x-canary: yes")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("route:           canary-method (priority 1)", r.stdout)
+        self.assertIn("color-v2 weight 1", r.stdout)
+        # No retryPolicy: App Mesh's default, which retries gRPC on UNAVAILABLE too.
+        self.assertIn("refused-stream grpc:unavailable, backoff", r.stdout)
+        self.assertIn("[App Mesh default]", r.stdout)
+        r = run("route", grpc_example, "--node", "client", "POST", url, *ct)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("route:           service (priority 2)", r.stdout)
+        self.assertIn("3 retries, per try 1 s, on grpc:deadline-exceeded grpc:unavailable, backoff", r.stdout)
+        # Another service: no route, answered as the data path answers a gRPC client.
+        r = run("route", grpc_example, "--node", "client", "POST", "http://color.grpc.local:8080/other.Svc/M", *ct)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("local reply:     200 grpc-status 12 no_route: none of the 2 routes", r.stdout)
+        # Without a gRPC content-type a grpcRoute does not match, and the answer is HTTP's.
+        r = run("route", grpc_example, "--node", "client", "POST", url)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("local reply:     404 no_route", r.stdout)
+
     def test_drop_all_denies_outside_mesh(self):
         r = run("route", self.canary(), "--node", "frontend", "GET", "http://example.com/")
         self.assertEqual(r.returncode, 1)

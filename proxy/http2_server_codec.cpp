@@ -1,0 +1,504 @@
+#include "proxy/http2_server_codec.hpp"
+
+#include <nghttp2/nghttp2.h>
+
+#include "proxy/grpc.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace meshd::proxy {
+
+namespace {
+
+constexpr std::size_t kFrameHeader = 9;
+constexpr std::uint8_t kSettingsFrame = 0x4;
+constexpr std::uint16_t kSettingsMaxConcurrentStreams = 0x3;
+
+std::string_view view(nghttp2_rcbuf* b) {
+  const auto v = nghttp2_rcbuf_get_buf(b);
+  return {reinterpret_cast<const char*>(v.base), v.len};
+}
+
+bool hop_by_hop(std::string_view lower_name) {
+  return lower_name == "connection" || lower_name == "keep-alive" || lower_name == "proxy-connection" ||
+         lower_name == "transfer-encoding" || lower_name == "upgrade";
+}
+
+}  // namespace
+
+struct Http2ServerCodec::Stream {
+  explicit Stream(std::int32_t i) : id(i) {}
+  ~Stream() {
+    for (auto* b : held) nghttp2_rcbuf_decref(b);
+  }
+  std::int32_t id;
+  std::vector<nghttp2_rcbuf*> held;  // the request's names and values, kept for `fields`
+  std::vector<Field> fields;
+  std::vector<Field> trailers;
+  std::string_view method, scheme, authority, path, protocol;
+  std::size_t header_bytes = 0;
+  bool head_delivered = false;
+  RequestHead head;
+  // The request body: received and not yet taken; its end or reset.
+  std::string body;
+  std::string taken;  // the piece last handed out by take_body (valid until the next)
+  bool body_end = false;
+  bool end_delivered = false;
+  std::uint32_t reset_code = 0;
+  bool reset = false;
+  // The response: data submitted and not yet given to nghttp2.
+  std::string send;
+  std::size_t send_at = 0;
+  bool send_end = false;
+  bool deferred = false;
+  std::vector<std::string> trailer_text;
+  std::vector<nghttp2_nv> trailer_nv;
+};
+
+struct Http2ServerCodec::Callbacks {
+  static Http2ServerCodec& self(void* user) { return *static_cast<Http2ServerCodec*>(user); }
+
+  static int on_begin_headers(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
+    auto& c = self(user);
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    if (c.streams_.size() >= c.limits_.max_concurrent_streams) {
+      // SPEC §7: more streams than advertised: this one refused, the connection kept.
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+      c.refused_pending_ = true;
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    c.streams_.emplace(frame->hd.stream_id, std::make_unique<Stream>(frame->hd.stream_id));
+    return 0;
+  }
+
+  static int on_header(nghttp2_session* /*session*/, const nghttp2_frame* frame, nghttp2_rcbuf* name,
+                       nghttp2_rcbuf* value, std::uint8_t /*flags*/, void* user) {
+    auto& c = self(user);
+    if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    Stream* s = c.find(frame->hd.stream_id);
+    if (s == nullptr) return 0;
+    const auto n = view(name);
+    const auto v = view(value);
+    s->header_bytes += n.size() + v.size() + 32;  // RFC 9113 §6.5.2
+    if (s->header_bytes > c.limits_.max_header_list_bytes) {
+      // SPEC §7: a header list over the limit ends the connection.
+      c.terminate(End::header_too_large, NGHTTP2_ENHANCE_YOUR_CALM);
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    nghttp2_rcbuf_incref(name);
+    nghttp2_rcbuf_incref(value);
+    s->held.push_back(name);
+    s->held.push_back(value);
+    if (s->head_delivered) {  // trailers (nghttp2 rejects pseudo-headers there)
+      s->trailers.push_back(Field{n, v});
+      return 0;
+    }
+    if (!n.empty() && n.front() == ':') {
+      if (n == ":method") s->method = v;
+      else if (n == ":scheme") s->scheme = v;
+      else if (n == ":authority") s->authority = v;
+      else if (n == ":path") s->path = v;
+      else if (n == ":protocol") s->protocol = v;
+      return 0;
+    }
+    s->fields.push_back(Field{n, v});
+    return 0;
+  }
+
+  static int on_frame_recv(nghttp2_session* /*session*/, const nghttp2_frame* frame, void* user) {
+    auto& c = self(user);
+    switch (frame->hd.type) {
+      case NGHTTP2_RST_STREAM:
+        if (c.over_rate(c.resets_, c.resets_window_, c.limits_.max_resets_per_second)) {
+          c.terminate(End::rapid_reset, NGHTTP2_ENHANCE_YOUR_CALM);
+          return 0;
+        }
+        break;
+      case NGHTTP2_SETTINGS:
+      case NGHTTP2_PING:
+      case NGHTTP2_WINDOW_UPDATE:
+      case NGHTTP2_PRIORITY:
+        if (c.over_rate(c.control_frames_, c.control_window_, c.limits_.max_control_frames_per_second)) {
+          c.terminate(End::flood, NGHTTP2_ENHANCE_YOUR_CALM);
+          return 0;
+        }
+        if (frame->hd.type == NGHTTP2_WINDOW_UPDATE && frame->hd.stream_id != 0) {
+          if (Stream* s = c.find(frame->hd.stream_id)) c.events_.on_writable(s->id);
+        } else if (frame->hd.type == NGHTTP2_WINDOW_UPDATE) {
+          for (auto& [id, s] : c.streams_) {
+            if (!s->send.empty() || s->send_end) c.events_.on_writable(id);
+          }
+        }
+        break;
+      case NGHTTP2_GOAWAY:
+        if (c.end_ == End::none) c.end_ = End::peer_goaway;
+        break;
+      case NGHTTP2_DATA:
+        if (frame->hd.length == 0 && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0 &&
+            c.over_rate(c.control_frames_, c.control_window_, c.limits_.max_control_frames_per_second)) {
+          c.terminate(End::flood, NGHTTP2_ENHANCE_YOUR_CALM);
+          return 0;
+        }
+        if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+          if (Stream* s = c.find(frame->hd.stream_id)) {
+            s->body_end = true;
+            c.events_.on_body(s->id);
+          }
+        }
+        break;
+      case NGHTTP2_HEADERS: {
+        Stream* s = c.find(frame->hd.stream_id);
+        if (s == nullptr) break;
+        const bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+        if (!s->head_delivered) {
+          s->head_delivered = true;
+          RequestHead& h = s->head;
+          h.method = s->method;
+          h.scheme = s->scheme.empty() ? std::string_view("http") : s->scheme;
+          h.authority = s->authority;
+          if (h.authority.empty()) {
+            if (auto host = find_field(s->fields, "host")) h.authority = *host;
+          }
+          h.path = s->path;
+          h.fields = s->fields;
+          h.version = Version::http2;
+          h.upgrade = s->protocol;
+          h.has_body = !end;
+          if (auto len = find_field(s->fields, "content-length")) {
+            std::uint64_t n = 0;
+            for (char ch : *len) n = n * 10 + static_cast<std::uint64_t>(ch - '0');  // nghttp2 checked it
+            h.length = n;
+          }
+          if (auto ct = find_field(s->fields, "content-type")) h.grpc = is_grpc_content_type(*ct);
+          if (end) s->body_end = true;
+          c.events_.on_request(s->id, h);
+        } else if (end) {
+          s->body_end = true;  // trailers
+          c.events_.on_body(s->id);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    return 0;
+  }
+
+  static int on_data_chunk(nghttp2_session* /*session*/, std::uint8_t /*flags*/, std::int32_t stream,
+                           const std::uint8_t* data, std::size_t len, void* user) {
+    auto& c = self(user);
+    Stream* s = c.find(stream);
+    if (s == nullptr) {
+      // Not ours any more: give the bytes back to the connection window at once.
+      nghttp2_session_consume_connection(c.session_, len);
+      return 0;
+    }
+    s->body.append(reinterpret_cast<const char*>(data), len);
+    c.events_.on_body(stream);
+    return 0;
+  }
+
+  static int on_stream_close(nghttp2_session* /*session*/, std::int32_t stream, std::uint32_t error_code, void* user) {
+    auto& c = self(user);
+    auto it = c.streams_.find(stream);
+    if (it == c.streams_.end()) return 0;
+    // Bytes not taken go back to the connection window (the stream's is gone).
+    if (!it->second->body.empty()) nghttp2_session_consume_connection(c.session_, it->second->body.size());
+    auto owned = std::move(it->second);
+    c.streams_.erase(it);
+    c.events_.on_close(stream, error_code);
+    return 0;
+  }
+
+  static ssize_t read_data(nghttp2_session* session, std::int32_t stream, std::uint8_t* buf, std::size_t length,
+                           std::uint32_t* flags, nghttp2_data_source* /*source*/, void* user) {
+    auto& c = self(user);
+    Stream* s = c.find(stream);
+    if (s == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    const std::size_t left = s->send.size() - s->send_at;
+    const std::size_t n = std::min(length, left);
+    std::memcpy(buf, s->send.data() + s->send_at, n);
+    s->send_at += n;
+    if (s->send_at == s->send.size()) {
+      s->send.clear();
+      s->send_at = 0;
+      if (s->send_end) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (!s->trailer_nv.empty()) {
+          *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+          nghttp2_submit_trailer(session, stream, s->trailer_nv.data(), s->trailer_nv.size());
+        }
+      } else if (n == 0) {
+        s->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+      }
+    }
+    return static_cast<ssize_t>(n);
+  }
+};
+
+Http2ServerCodec::Http2ServerCodec(const Http2Limits& limits, Http2ServerEvents& events)
+    : limits_(limits), events_(events) {
+  nghttp2_session_callbacks* cb = nullptr;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cb, &Callbacks::on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback2(cb, &Callbacks::on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, &Callbacks::on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, &Callbacks::on_data_chunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, &Callbacks::on_stream_close);
+  nghttp2_option* opt = nullptr;
+  nghttp2_option_new(&opt);
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  nghttp2_option_set_max_continuations(opt, limits_.max_continuations);
+  // The codec counts resets itself (SPEC's answer is ENHANCE_YOUR_CALM): nghttp2's
+  // own limiter, which answers INTERNAL_ERROR, is kept out of its way.
+  nghttp2_option_set_stream_reset_rate_limit(opt, 1000000, 1000000);
+  nghttp2_session_server_new2(&session_, cb, this, opt);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cb);
+  // nghttp2 is told one stream more than the client: its own check, which would
+  // end the connection over an acknowledged limit, stays behind the codec's, which
+  // refuses the one stream (on_begin_headers). The client is told the real limit
+  // (output() rewrites the value in the first SETTINGS frame).
+  const nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits_.max_concurrent_streams + 1},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits_.initial_stream_window},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, limits_.max_header_list_bytes},
+  };
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
+  const auto extra = static_cast<std::int32_t>(limits_.connection_window) - NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE;
+  if (extra > 0) nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, limits_.connection_window);
+}
+
+Http2ServerCodec::~Http2ServerCodec() {
+  // Streams first: their rcbufs belong to the session's memory.
+  streams_.clear();
+  nghttp2_session_del(session_);
+}
+
+Http2ServerCodec::Stream* Http2ServerCodec::find(std::int32_t id) const {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+bool Http2ServerCodec::over_rate(std::uint32_t& count, Http2Clock::time_point& window, std::uint32_t limit) {
+  const auto now = Http2Clock::now();
+  if (now - window >= std::chrono::seconds(1)) {
+    window = now;
+    count = 0;
+  }
+  return ++count > limit;
+}
+
+void Http2ServerCodec::terminate(End why, std::uint32_t error_code) {
+  if (end_ == End::none || end_ == End::peer_goaway || end_ == End::shutdown) end_ = why;
+  nghttp2_session_terminate_session(session_, error_code);
+}
+
+bool Http2ServerCodec::receive(std::string_view bytes) {
+  // Frame by frame, so that the RST_STREAM of a refused stream goes out (and the
+  // stream leaves nghttp2's count) before the next frame is read.
+  while (!bytes.empty()) {
+    const std::size_t take = std::min(bytes.size(), frame_left());
+    const auto* p = reinterpret_cast<const std::uint8_t*>(bytes.data());
+    const ssize_t n = nghttp2_session_mem_recv(session_, p, take);
+    if (n < 0) {
+      if (n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
+        terminate(End::header_too_large, NGHTTP2_ENHANCE_YOUR_CALM);
+      } else if (n == NGHTTP2_ERR_FLOODED) {
+        terminate(End::flood, NGHTTP2_ENHANCE_YOUR_CALM);
+      } else if (end_ == End::none || end_ == End::peer_goaway || end_ == End::shutdown) {
+        terminate(End::protocol_error, NGHTTP2_PROTOCOL_ERROR);
+      }  // else a callback ended it already, with its reason
+      return false;
+    }
+    advance(bytes.substr(0, static_cast<std::size_t>(n)));
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+    if (end_ != End::none && end_ != End::peer_goaway && end_ != End::shutdown) return false;
+    if (refused_pending_) {
+      refused_pending_ = false;
+      collect_output();  // sends the RST, which closes the refused stream
+    }
+  }
+  if (end_ != End::none && end_ != End::peer_goaway && end_ != End::shutdown) return false;
+  if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
+    if (end_ == End::none) end_ = End::protocol_error;  // nghttp2 ended it (GOAWAY sent)
+    return false;
+  }
+  return true;
+}
+
+std::size_t Http2ServerCodec::frame_left() const {
+  if (preface_left_ > 0) return preface_left_;
+  if (header_have_ < kFrameHeader) return kFrameHeader - header_have_;
+  return std::max<std::size_t>(payload_left_, 1);
+}
+
+void Http2ServerCodec::advance(std::string_view fed) {
+  // Follows the frame boundaries of what nghttp2 took (fed never crosses one).
+  if (fed.empty()) return;
+  if (preface_left_ > 0) {
+    preface_left_ -= fed.size();
+    return;
+  }
+  if (header_have_ < kFrameHeader) {
+    std::memcpy(header_ + header_have_, fed.data(), fed.size());
+    header_have_ += fed.size();
+    if (header_have_ == kFrameHeader) {
+      payload_left_ = (std::size_t{header_[0]} << 16) | (std::size_t{header_[1]} << 8) | header_[2];
+      if (payload_left_ == 0) header_have_ = 0;  // the next frame
+    }
+    return;
+  }
+  payload_left_ -= fed.size();
+  if (payload_left_ == 0) header_have_ = 0;
+}
+
+void Http2ServerCodec::collect_output() {
+  for (int guard = 0; guard < 1 << 16; ++guard) {
+    const std::uint8_t* data = nullptr;
+    const ssize_t n = nghttp2_session_mem_send(session_, &data);
+    if (n <= 0) break;
+    out_.append(reinterpret_cast<const char*>(data), static_cast<std::size_t>(n));
+  }
+  if (!settings_patched_ && out_.size() >= kFrameHeader) {
+    // The server's first frame is its SETTINGS: the client is told the real stream
+    // limit (nghttp2 was told one more; see the constructor).
+    const auto* f = reinterpret_cast<unsigned char*>(out_.data());
+    const std::size_t len = (std::size_t{f[0]} << 16) | (std::size_t{f[1]} << 8) | f[2];
+    if (f[3] == kSettingsFrame && out_.size() >= kFrameHeader + len) {
+      settings_patched_ = true;
+      for (std::size_t at = kFrameHeader; at + 6 <= kFrameHeader + len; at += 6) {
+        const auto id = static_cast<std::uint16_t>((f[at] << 8) | f[at + 1]);
+        if (id != kSettingsMaxConcurrentStreams) continue;
+        const std::uint32_t v = limits_.max_concurrent_streams;
+        out_[at + 2] = static_cast<char>(v >> 24);
+        out_[at + 3] = static_cast<char>(v >> 16);
+        out_[at + 4] = static_cast<char>(v >> 8);
+        out_[at + 5] = static_cast<char>(v);
+      }
+    }
+  }
+}
+
+std::string_view Http2ServerCodec::output() {
+  out_.erase(0, out_returned_);
+  collect_output();
+  out_returned_ = out_.size();
+  return out_;
+}
+
+bool Http2ServerCodec::finished() const {
+  return nghttp2_session_want_read(session_) == 0 && nghttp2_session_want_write(session_) == 0 &&
+         out_.size() == out_returned_;
+}
+
+std::optional<BodyEvent> Http2ServerCodec::take_body(std::int32_t stream) {
+  Stream* s = find(stream);
+  if (s == nullptr) return std::nullopt;
+  if (!s->body.empty()) {
+    s->taken.swap(s->body);
+    s->body.clear();
+    // Taken: the peer may send as much again.
+    nghttp2_session_consume(session_, stream, s->taken.size());
+    return BodyEvent{BodyEvent::Kind::data, s->taken, {}};
+  }
+  if (s->body_end && !s->end_delivered) {
+    s->end_delivered = true;
+    return BodyEvent{BodyEvent::Kind::end, {}, s->trailers};
+  }
+  return std::nullopt;
+}
+
+bool Http2ServerCodec::submit_head(std::int32_t stream, const ResponseHead& head, bool end) {
+  Stream* s = find(stream);
+  if (s == nullptr) return false;
+  std::vector<std::string> text;
+  text.reserve(head.fields.size() * 2 + 1);
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(head.fields.size() + 1);
+  text.push_back(std::to_string(head.status));
+  auto add = [&](std::string_view name, std::string_view value) {
+    nva.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
+                             reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(),
+                             value.size(), NGHTTP2_NV_FLAG_NONE});
+  };
+  add(":status", text.back());
+  for (const auto& f : head.fields) {
+    std::string lower(f.name);
+    for (char& ch : lower) {
+      if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+    }
+    if (hop_by_hop(lower)) continue;  // RFC 9113 §8.2.2
+    text.push_back(std::move(lower));
+    add(text.back(), f.value);
+  }
+  int rv = 0;
+  if (end) {
+    s->send_end = true;
+    rv = nghttp2_submit_response(session_, stream, nva.data(), nva.size(), nullptr);
+  } else {
+    nghttp2_data_provider provider{};
+    provider.read_callback = &Callbacks::read_data;
+    rv = nghttp2_submit_response(session_, stream, nva.data(), nva.size(), &provider);
+  }
+  return rv == 0;
+}
+
+bool Http2ServerCodec::submit_data(std::int32_t stream, std::string_view data, bool end) {
+  Stream* s = find(stream);
+  if (s == nullptr || s->send_end) return false;
+  s->send.append(data);
+  s->send_end = end;
+  if (s->deferred) {
+    s->deferred = false;
+    nghttp2_session_resume_data(session_, stream);
+  }
+  return true;
+}
+
+bool Http2ServerCodec::submit_trailers(std::int32_t stream, std::span<const Field> trailers) {
+  Stream* s = find(stream);
+  if (s == nullptr || s->send_end) return false;
+  // Kept here until read_data() hands them to nghttp2 (which copies them then).
+  s->trailer_text.reserve(trailers.size() * 2);
+  for (const auto& f : trailers) {
+    std::string lower(f.name);
+    for (char& ch : lower) {
+      if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+    }
+    s->trailer_text.push_back(std::move(lower));
+    s->trailer_text.emplace_back(f.value);
+  }
+  for (std::size_t i = 0; i + 1 < s->trailer_text.size(); i += 2) {
+    auto& name = s->trailer_text[i];
+    auto& value = s->trailer_text[i + 1];
+    s->trailer_nv.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(name.data()),
+                                       reinterpret_cast<std::uint8_t*>(value.data()), name.size(), value.size(),
+                                       NGHTTP2_NV_FLAG_NONE});
+  }
+  s->send_end = true;
+  if (s->deferred) {
+    s->deferred = false;
+    nghttp2_session_resume_data(session_, stream);
+  }
+  return true;
+}
+
+std::size_t Http2ServerCodec::unsent(std::int32_t stream) const {
+  const Stream* s = find(stream);
+  return s == nullptr ? 0 : s->send.size() - s->send_at;
+}
+
+void Http2ServerCodec::reset(std::int32_t stream, std::uint32_t error_code) {
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream, error_code);
+}
+
+void Http2ServerCodec::shutdown() {
+  if (end_ == End::none) end_ = End::shutdown;
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
+                        NGHTTP2_NO_ERROR, nullptr, 0);
+}
+
+}  // namespace meshd::proxy

@@ -45,8 +45,6 @@ struct Http2ServerCodec::Stream {
   std::string taken;  // the piece last handed out by take_body (valid until the next)
   bool body_end = false;
   bool end_delivered = false;
-  std::uint32_t reset_code = 0;
-  bool reset = false;
   // The response: data submitted and not yet given to nghttp2.
   std::string send;
   std::size_t send_at = 0;
@@ -207,7 +205,9 @@ struct Http2ServerCodec::Callbacks {
     if (!it->second->body.empty()) nghttp2_session_consume_connection(c.session_, it->second->body.size());
     auto owned = std::move(it->second);
     c.streams_.erase(it);
-    c.events_.on_close(stream, error_code);
+    // A stream nghttp2 reset before its head was complete (a malformed request) was
+    // never the adapter's.
+    if (owned->head_delivered) c.events_.on_close(stream, error_code);
     return 0;
   }
 
@@ -262,7 +262,7 @@ Http2ServerCodec::Http2ServerCodec(const Http2Limits& limits, Http2ServerEvents&
   // refuses the one stream (on_begin_headers). The client is told the real limit
   // (output() rewrites the value in the first SETTINGS frame).
   const nghttp2_settings_entry settings[] = {
-      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits_.max_concurrent_streams + 1},
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, std::max(limits_.max_concurrent_streams, limits_.max_concurrent_streams + 1)},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits_.initial_stream_window},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, limits_.max_header_list_bytes},
   };

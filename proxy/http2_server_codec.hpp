@@ -60,12 +60,14 @@ class Http2ServerEvents {
   // A request head came on a new stream; it and its fields stay valid until the
   // stream is closed (on_close).
   virtual void on_request(std::int32_t stream, const RequestHead& head) = 0;
-  // Body bytes, the body's end (with trailers) or its reset can be taken (take_body).
+  // Body bytes or the body's end (with trailers) can be taken (take_body). A reset
+  // comes as on_close with its error code.
   virtual void on_body(std::int32_t stream) = 0;
   // The stream can send more response data (its window opened).
   virtual void on_writable(std::int32_t stream) = 0;
   // The stream is closed: by both ends finishing, or a reset (error_code not 0).
-  // Nothing of it may be used after this returns.
+  // Nothing of it may be used after this returns. Only for streams whose request
+  // was delivered (on_request).
   virtual void on_close(std::int32_t stream, std::uint32_t error_code) = 0;
 };
 
@@ -97,8 +99,9 @@ class Http2ServerCodec {
   bool finished() const;
   End why() const { return end_; }
 
-  // The request body of `stream`: the next event, or nullopt when nothing is there
-  // yet (on_body says when). Data taken is given back to the peer's windows.
+  // The request body of `stream`: the next event (data or end), or nullopt when
+  // nothing is there yet (on_body says when). Data taken is given back to the peer's
+  // windows.
   std::optional<BodyEvent> take_body(std::int32_t stream);
 
   // The response. submit_head() with end: no body (a HEAD response, 204, a gRPC

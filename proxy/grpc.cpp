@@ -2,16 +2,13 @@
 
 #include <cstdint>
 
+#include "proxy/http1_write.hpp"  // iequals_ascii
+
 namespace meshd::proxy {
 
 bool is_grpc_content_type(std::string_view content_type) {
   constexpr std::string_view kGrpc = "application/grpc";
-  if (content_type.size() < kGrpc.size()) return false;
-  for (std::size_t i = 0; i < kGrpc.size(); ++i) {
-    char c = content_type[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != kGrpc[i]) return false;
-  }
+  if (content_type.size() < kGrpc.size() || !iequals_ascii(content_type.substr(0, kGrpc.size()), kGrpc)) return false;
   // application/grpc, application/grpc+proto, application/grpc;charset=... (not
   // application/grpc-web, whose framing differs)
   return content_type.size() == kGrpc.size() || content_type[kGrpc.size()] == '+' ||

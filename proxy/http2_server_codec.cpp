@@ -20,6 +20,15 @@ std::string_view view(nghttp2_rcbuf* b) {
   return {reinterpret_cast<const char*>(v.base), v.len};
 }
 
+// HTTP/2 field names are lowercase (RFC 9113 §8.2.1).
+std::string lowercase(std::string_view name) {
+  std::string lower(name);
+  for (char& ch : lower) {
+    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+  }
+  return lower;
+}
+
 bool hop_by_hop(std::string_view lower_name) {
   return lower_name == "connection" || lower_name == "keep-alive" || lower_name == "proxy-connection" ||
          lower_name == "transfer-encoding" || lower_name == "upgrade";
@@ -426,10 +435,7 @@ bool Http2ServerCodec::submit_head(std::int32_t stream, const ResponseHead& head
   };
   add(":status", text.back());
   for (const auto& f : head.fields) {
-    std::string lower(f.name);
-    for (char& ch : lower) {
-      if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
-    }
+    std::string lower = lowercase(f.name);
     if (hop_by_hop(lower)) continue;  // RFC 9113 §8.2.2
     text.push_back(std::move(lower));
     add(text.back(), f.value);
@@ -464,11 +470,7 @@ bool Http2ServerCodec::submit_trailers(std::int32_t stream, std::span<const Fiel
   // Kept here until read_data() hands them to nghttp2 (which copies them then).
   s->trailer_text.reserve(trailers.size() * 2);
   for (const auto& f : trailers) {
-    std::string lower(f.name);
-    for (char& ch : lower) {
-      if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
-    }
-    s->trailer_text.push_back(std::move(lower));
+    s->trailer_text.push_back(lowercase(f.name));
     s->trailer_text.emplace_back(f.value);
   }
   for (std::size_t i = 0; i + 1 < s->trailer_text.size(); i += 2) {

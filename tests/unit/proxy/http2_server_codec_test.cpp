@@ -5,6 +5,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <string>
@@ -195,6 +196,14 @@ std::uint32_t be32(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
 }
+// The RST_STREAM error codes in the server's output, by stream.
+std::map<std::uint32_t, std::uint32_t> resets(const std::vector<Frame>& out) {
+  std::map<std::uint32_t, std::uint32_t> rst;
+  for (const auto& f : out) {
+    if (f.type == 0x3) rst[f.stream] = be32(f.payload);
+  }
+  return rst;
+}
 
 }  // namespace
 
@@ -307,12 +316,8 @@ TEST_CASE("http2 codec: a stream over the advertised limit is refused, the conne
   CHECK(server.output().size() > 0);  // the server's SETTINGS go first
   REQUIRE(server.receive(in));
   const auto out = frames(server.output());
-  std::map<std::uint32_t, std::uint32_t> rst;
-  bool goaway = false;
-  for (const auto& f : out) {
-    if (f.type == 0x3) rst[f.stream] = be32(f.payload);
-    if (f.type == 0x7) goaway = true;
-  }
+  auto rst = resets(out);
+  const bool goaway = std::any_of(out.begin(), out.end(), [](const Frame& f) { return f.type == 0x7; });
   CHECK_FALSE(goaway);
   CHECK(r.requests.size() == 3);
   CHECK(rst.size() == 2);
@@ -418,10 +423,7 @@ TEST_CASE("http2 codec: a malformed request is reset by nghttp2 and never reache
   in += frame(0x1, 0x5, 3, get_block());
   (void)server.output();
   REQUIRE(server.receive(in));
-  std::map<std::uint32_t, std::uint32_t> rst;
-  for (const auto& f : frames(server.output())) {
-    if (f.type == 0x3) rst[f.stream] = be32(f.payload);
-  }
+  auto rst = resets(frames(server.output()));
   CHECK(rst[1] == h2_error::protocol_error);
   CHECK(r.requests.count(1) == 0);
   CHECK(r.closed.count(1) == 0);  // never the adapter's

@@ -14,6 +14,7 @@ namespace meshd::proxy {
 namespace {
 constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";  // RFC 9113 §3.4
 // A body up to this size is copied after the head rather than sent beside it.
 constexpr std::size_t kCoalesceBytes = 4096;
 
@@ -61,6 +62,12 @@ void DownstreamConnection::close_if_idle() {
   }
 }
 
+std::string DownstreamConnection::take_buffered() {
+  std::string bytes(buffer_.view());
+  buffer_.consume(bytes.size());
+  return bytes;
+}
+
 std::string DownstreamConnection::remote_address() {
   error_code ec;
   auto r = stream_.tcp_socket().remote_endpoint(ec);
@@ -81,7 +88,18 @@ awaitable<DownstreamConnection::HeadResult> DownstreamConnection::read_head() {
   Clock::time_point idle_deadline = Clock::time_point::max();
   std::optional<Clock::time_point> park_at;  // kParkAfter from when this wait began
   while (true) {
-    const auto step = parser_.parse(buffer_.view());
+    // SPEC §7: a connection whose first bytes are HTTP/2's preface speaks HTTP/2
+    // (prior knowledge h2c). Its first line is an HTTP/1.1 head of its own, so it is
+    // looked for before parsing; a part of it waits for the rest.
+    const bool preface = !served_ && !buffer_.empty() &&
+                         kHttp2Preface.starts_with(buffer_.view().substr(0, kHttp2Preface.size()));
+    if (preface && buffer_.size() >= kHttp2Preface.size()) {
+      watchdog_.disarm();
+      co_return HeadResult::http2;
+    }
+    // A part of the preface is not parsed: it reads on below (the header deadline
+    // applies).
+    const auto step = preface ? Http1Parser::Step{} : parser_.parse(buffer_.view());
     if (step.event == Http1Parser::Event::head) {
       buffer_.consume(step.consumed);
       watchdog_.disarm();
@@ -404,6 +422,7 @@ awaitable<DownstreamConnection::Outcome> DownstreamConnection::run() {
       watchdog_.disarm();
       co_return Outcome::park;
     }
+    if (got == HeadResult::http2) co_return Outcome::http2;
     if (got != HeadResult::head) break;
     idle_ = false;
     served_ = true;

@@ -17,13 +17,14 @@
 #include "proxy/http1_codec.hpp"
 #include "proxy/io.hpp"
 #include "proxy/local_reply.hpp"
+#include "proxy/served_connection.hpp"
 #include "proxy/stream.hpp"
 
 namespace meshd::proxy {
 
 class Worker;
 
-class DownstreamConnection final : public DownstreamStream {
+class DownstreamConnection final : public DownstreamStream, public ServedConnection {
  public:
   // A keep-alive connection idle this long is parked by its worker: its coroutines
   // end and only the socket and a few bytes stay (Worker::park), so that thousands of
@@ -35,18 +36,21 @@ class DownstreamConnection final : public DownstreamStream {
   DownstreamConnection(Worker& worker, tcp::socket socket, metrics::Direction direction, std::size_t listener = 0,
                        std::string peer = {}, std::optional<Clock::time_point> idle_since = std::nullopt);
   ~DownstreamConnection() override;
-  enum class Outcome { closed, park };
-  // Serves requests until the connection closes (its socket closed) or has been idle
-  // kParkAfter (its socket left open, for take_socket()).
+  enum class Outcome { closed, park, http2 };
+  // Serves requests until the connection closes (its socket closed), has been idle
+  // kParkAfter (its socket left open, for take_socket()), or began with the HTTP/2
+  // preface (socket and the bytes read so far, take_buffered(), go to the HTTP/2
+  // adapter).
   awaitable<Outcome> run();
   tcp::socket take_socket() { return std::move(stream_.tcp_socket()); }
+  std::string take_buffered();
   std::string take_peer() { return std::move(peer_); }
   // When the connection became idle (set when run() returns park).
   Clock::time_point idle_since() const { return idle_since_.value_or(Clock::now()); }
   // Called by the worker when draining: closes the connection now if it is idle.
-  void close_if_idle();
+  void close_if_idle() override;
   // Called by the worker when stopping.
-  void close() { stream_.close(); }
+  void close() override { stream_.close(); }
 
   // DownstreamStream
   const RequestHead& request() const override { return request_; }
@@ -70,7 +74,7 @@ class DownstreamConnection final : public DownstreamStream {
   Worker& worker() override { return worker_; }
 
  private:
-  enum class HeadResult { head, closed, park };
+  enum class HeadResult { head, closed, park, http2 };
   enum class Framing : std::uint8_t { none, length, chunked, close };
   awaitable<HeadResult> read_head();
   void prepare_request();
@@ -108,7 +112,7 @@ class DownstreamConnection final : public DownstreamStream {
   bool body_done_ = true;
   bool served_ = false;  // a request was read on this connection (or before parking)
   std::optional<Clock::time_point> idle_since_;  // set while waiting for a request
-  std::list<DownstreamConnection*>::iterator tracked_;
+  std::list<ServedConnection*>::iterator tracked_;
 };
 
 }  // namespace meshd::proxy

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 
 namespace meshd::proxy {
 
@@ -130,13 +131,6 @@ struct Http2ServerCodec::Callbacks {
           c.terminate(End::flood, NGHTTP2_ENHANCE_YOUR_CALM);
           return 0;
         }
-        if (frame->hd.type == NGHTTP2_WINDOW_UPDATE && frame->hd.stream_id != 0) {
-          if (Stream* s = c.find(frame->hd.stream_id)) c.events_.on_writable(s->id);
-        } else if (frame->hd.type == NGHTTP2_WINDOW_UPDATE) {
-          for (auto& [id, s] : c.streams_) {
-            if (!s->send.empty() || s->send_end) c.events_.on_writable(id);
-          }
-        }
         break;
       case NGHTTP2_GOAWAY:
         if (c.end_ == End::none) c.end_ = End::peer_goaway;
@@ -220,6 +214,21 @@ struct Http2ServerCodec::Callbacks {
     return 0;
   }
 
+  // A response complete before its request (an early 413, a long poll answered):
+  // the client is told to stop sending with RST_STREAM NO_ERROR (RFC 9113 §8.1),
+  // once the response's last frame is out, so that its windows are not held.
+  static int on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
+    auto& c = self(user);
+    if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) {
+      return 0;
+    }
+    if (Stream* s = c.find(frame->hd.stream_id); s != nullptr && !s->body_end) {
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+    }
+    return 0;
+  }
+
   static ssize_t read_data(nghttp2_session* session, std::int32_t stream, std::uint8_t* buf, std::size_t length,
                            std::uint32_t* flags, nghttp2_data_source* /*source*/, void* user) {
     auto& c = self(user);
@@ -229,6 +238,7 @@ struct Http2ServerCodec::Callbacks {
     const std::size_t n = std::min(length, left);
     std::memcpy(buf, s->send.data() + s->send_at, n);
     s->send_at += n;
+    if (n > 0) c.events_.on_writable(stream);  // unsent() went down
     if (s->send_at == s->send.size()) {
       s->send.clear();
       s->send_at = 0;
@@ -256,6 +266,7 @@ Http2ServerCodec::Http2ServerCodec(const Http2Limits& limits, Http2ServerEvents&
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, &Callbacks::on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, &Callbacks::on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, &Callbacks::on_stream_close);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, &Callbacks::on_frame_send);
   nghttp2_option* opt = nullptr;
   nghttp2_option_new(&opt);
   nghttp2_option_set_no_auto_window_update(opt, 1);
@@ -365,7 +376,9 @@ void Http2ServerCodec::advance(std::string_view fed) {
 }
 
 void Http2ServerCodec::collect_output() {
-  for (int guard = 0; guard < 1 << 16; ++guard) {
+  // Up to kOutputCap at a time: what is not yet framed stays in the streams' own
+  // buffers (unsent()), where the adapter's back-pressure sees it.
+  for (int guard = 0; guard < 1 << 16 && out_.size() < kOutputCap; ++guard) {
     const std::uint8_t* data = nullptr;
     const ssize_t n = nghttp2_session_mem_send(session_, &data);
     if (n <= 0) break;
@@ -392,15 +405,16 @@ void Http2ServerCodec::collect_output() {
 }
 
 std::string_view Http2ServerCodec::output() {
-  out_.erase(0, out_returned_);
+  // What the last call handed out has been written: its buffer takes the new bytes
+  // next time (out_ keeps collecting meanwhile, so what is being written stays put).
+  wire_.clear();
   collect_output();
-  out_returned_ = out_.size();
-  return out_;
+  wire_.swap(out_);
+  return wire_;
 }
 
 bool Http2ServerCodec::finished() const {
-  return nghttp2_session_want_read(session_) == 0 && nghttp2_session_want_write(session_) == 0 &&
-         out_.size() == out_returned_;
+  return nghttp2_session_want_read(session_) == 0 && nghttp2_session_want_write(session_) == 0 && out_.empty();
 }
 
 std::optional<BodyEvent> Http2ServerCodec::take_body(std::int32_t stream) {
@@ -420,26 +434,51 @@ std::optional<BodyEvent> Http2ServerCodec::take_body(std::int32_t stream) {
   return std::nullopt;
 }
 
-bool Http2ServerCodec::submit_head(std::int32_t stream, const ResponseHead& head, bool end) {
-  Stream* s = find(stream);
-  if (s == nullptr) return false;
-  std::vector<std::string> text;
-  text.reserve(head.fields.size() * 2 + 1);
+namespace {
+
+// A response head as nghttp2 takes it: :status first, names lowercased, hop-by-hop
+// fields dropped (RFC 9113 §8.2.2), the body's length (when the head says one) where
+// the sender had its framing field. nghttp2 copies it on submission.
+struct HeadBlock {
+  std::deque<std::string> text;  // stable addresses
   std::vector<nghttp2_nv> nva;
-  nva.reserve(head.fields.size() + 1);
-  text.push_back(std::to_string(head.status));
-  auto add = [&](std::string_view name, std::string_view value) {
+
+  void add(std::string_view name, std::string_view value) {
     nva.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
                              reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(),
                              value.size(), NGHTTP2_NV_FLAG_NONE});
-  };
-  add(":status", text.back());
-  for (const auto& f : head.fields) {
-    std::string lower = lowercase(f.name);
-    if (hop_by_hop(lower)) continue;  // RFC 9113 §8.2.2
-    text.push_back(std::move(lower));
-    add(text.back(), f.value);
   }
+  explicit HeadBlock(const ResponseHead& head) {
+    nva.reserve(head.fields.size() + 2);
+    add(":status", text.emplace_back(std::to_string(head.status)));
+    const bool length = head.length && head.status >= 200 && head.status != 204;
+    const std::size_t at = std::min(head.framing_at, head.fields.size());
+    for (std::size_t i = 0; i <= head.fields.size(); ++i) {
+      if (i == at && length) add("content-length", text.emplace_back(std::to_string(*head.length)));
+      if (i == head.fields.size()) break;
+      const auto& f = head.fields[i];
+      std::string lower = lowercase(f.name);
+      if (hop_by_hop(lower) || lower == "content-length") continue;
+      add(text.emplace_back(std::move(lower)), f.value);
+    }
+  }
+};
+
+}  // namespace
+
+bool Http2ServerCodec::submit_interim(std::int32_t stream, const ResponseHead& head) {
+  Stream* s = find(stream);
+  if (s == nullptr || head.status < 100 || head.status > 199 || head.status == 101) return false;
+  HeadBlock block(head);
+  return nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, stream, nullptr, block.nva.data(), block.nva.size(),
+                                nullptr) >= 0;
+}
+
+bool Http2ServerCodec::submit_head(std::int32_t stream, const ResponseHead& head, bool end) {
+  Stream* s = find(stream);
+  if (s == nullptr) return false;
+  HeadBlock block(head);
+  auto& nva = block.nva;
   int rv = 0;
   if (end) {
     s->send_end = true;

@@ -63,7 +63,8 @@ class Http2ServerEvents {
   // Body bytes or the body's end (with trailers) can be taken (take_body). A reset
   // comes as on_close with its error code.
   virtual void on_body(std::int32_t stream) = 0;
-  // The stream can send more response data (its window opened).
+  // Response data submitted earlier went to the wire: unsent() is lower (the
+  // adapter's back-pressure waits for this).
   virtual void on_writable(std::int32_t stream) = 0;
   // The stream is closed: by both ends finishing, or a reset (error_code not 0).
   // Nothing of it may be used after this returns. Only for streams whose request
@@ -92,9 +93,11 @@ class Http2ServerCodec {
   // Feeds bytes read from the connection (the client preface first). False: the
   // connection is over (write output() once more, then close); why() says why.
   bool receive(std::string_view bytes);
-  // What is to be written now, gathered; empty when nothing. Valid until the next
-  // call of any member.
+  // What is to be written now, gathered (at most about kOutputCap); empty when
+  // nothing. Valid until the next call of output() (other members may be called
+  // while it is being written).
   std::string_view output();
+  static constexpr std::size_t kOutputCap = 64 * 1024;
   // The session has nothing more to read or write: close the connection.
   bool finished() const;
   End why() const { return end_; }
@@ -108,6 +111,8 @@ class Http2ServerCodec {
   // trailers-only answer). Data is copied and sent as the windows allow; unsent()
   // says how much of it waits, for the adapter's back-pressure.
   bool submit_head(std::int32_t stream, const ResponseHead& head, bool end);
+  // An informational response (1xx other than 101) before the head.
+  bool submit_interim(std::int32_t stream, const ResponseHead& head);
   bool submit_data(std::int32_t stream, std::string_view data, bool end);
   bool submit_trailers(std::int32_t stream, std::span<const Field> trailers);
   std::size_t unsent(std::int32_t stream) const;
@@ -133,8 +138,8 @@ class Http2ServerCodec {
   Http2ServerEvents& events_;
   nghttp2_session* session_ = nullptr;
   std::map<std::int32_t, std::unique_ptr<Stream>> streams_;
-  std::string out_;
-  std::size_t out_returned_ = 0;  // bytes of out_ handed out by the last output()
+  std::string out_;   // frames collected, not yet handed out
+  std::string wire_;  // the bytes the last output() handed out
   bool settings_patched_ = false;
   // Where the input stands: the client preface, then a frame's header and payload.
   std::size_t preface_left_ = 24;

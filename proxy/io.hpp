@@ -73,6 +73,35 @@ class ByteStream {
   tcp::socket socket_;
 };
 
+// A wake-up for one coroutine waiting on its thread's io_context (an HTTP/2 stream
+// waiting for body bytes or for room to send, a connection's writer waiting for
+// frames). notify() before or during wait() ends that wait: a notification is kept
+// until taken. A steady_timer that is cancelled to wake (no system call while the
+// wait has no deadline: the timer never reaches the kernel's timer queue's front).
+class Signal {
+ public:
+  explicit Signal(asio::any_io_executor ex) : timer_(ex) {}
+  // Until notified, or `deadline`; false when the deadline came first.
+  awaitable<bool> wait(Clock::time_point deadline = Clock::time_point::max()) {
+    if (!set_) {
+      timer_.expires_at(deadline);
+      auto [ec] = co_await timer_.async_wait(use_tuple);
+      static_cast<void>(ec);  // cancelled (notified) or expired: set_ says which
+    }
+    const bool notified = set_;
+    set_ = false;
+    co_return notified;
+  }
+  void notify() {
+    set_ = true;
+    timer_.cancel();
+  }
+
+ private:
+  asio::steady_timer timer_;
+  bool set_ = false;
+};
+
 // One timer per connection that cancels its stream's operations when a deadline
 // passes (the way Beast's tcp_stream does), instead of racing every read against a
 // timer. The coroutine then sees operation_aborted and asks fired() why; the stream

@@ -110,6 +110,21 @@ std::string Limits::set(const std::string& assignment) {
   if (name == "drain_min") return dur(drain_min);
   if (name == "dns_refresh") return dur(dns_refresh);
   if (name == "max_idle_upstream_per_endpoint") return size(max_idle_upstream_per_endpoint);
+  // HTTP/2 windows and limits are 31-bit quantities on the wire (RFC 9113 §6.9.1).
+  auto h2 = [&](std::size_t& dst, std::size_t min) -> std::string {
+    std::size_t v = 0;
+    if (auto e = size(v); !e.empty()) return e;
+    if (v < min || v > 0x7fffffff) {
+      return "--set " + name + ": expected " + std::to_string(min) + " to 2147483647, got '" + value + "'";
+    }
+    dst = v;
+    return {};
+  };
+  if (name == "h2_max_concurrent_streams") return h2(h2_max_concurrent_streams, 1);
+  if (name == "h2_max_header_list_bytes") return h2(h2_max_header_list_bytes, 1024);
+  if (name == "h2_initial_window_bytes") return h2(h2_initial_window_bytes, 1024);
+  if (name == "h2_connection_window_bytes") return h2(h2_connection_window_bytes, 65535);
+  if (name == "h2_max_resets_per_second") return h2(h2_max_resets_per_second, 1);
   if (name == "dns_resolvers") {
     dns_resolvers.clear();
     std::stringstream ss(value);
@@ -138,7 +153,12 @@ std::string Limits::describe() const {
       << "max_connections_per_listener=" << max_connections_per_listener << "\n"
       << "drain_min=" << drain_min.count() << "ms\n"
       << "dns_refresh=" << dns_refresh.count() << "ms\n"
-      << "max_idle_upstream_per_endpoint=" << max_idle_upstream_per_endpoint << "\n";
+      << "max_idle_upstream_per_endpoint=" << max_idle_upstream_per_endpoint << "\n"
+      << "h2_max_concurrent_streams=" << h2_max_concurrent_streams << "\n"
+      << "h2_max_header_list_bytes=" << h2_max_header_list_bytes << "\n"
+      << "h2_initial_window_bytes=" << h2_initial_window_bytes << "\n"
+      << "h2_connection_window_bytes=" << h2_connection_window_bytes << "\n"
+      << "h2_max_resets_per_second=" << h2_max_resets_per_second << "\n";
   return out.str();
 }
 

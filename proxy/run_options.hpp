@@ -28,6 +28,12 @@ struct Limits {
   std::vector<std::string> dns_resolvers;  // IP[:PORT]; empty: /etc/resolv.conf
   milliseconds dns_refresh{5000};
   std::size_t max_idle_upstream_per_endpoint = 64;
+  // HTTP/2 (SPEC §7)
+  std::size_t h2_max_concurrent_streams = 100;
+  std::size_t h2_max_header_list_bytes = 60 * 1024;
+  std::size_t h2_initial_window_bytes = 64 * 1024;        // per stream
+  std::size_t h2_connection_window_bytes = 1024 * 1024;  // per connection
+  std::size_t h2_max_resets_per_second = 200;
 
   // Applies "NAME=VALUE"; returns an error message, or empty.
   std::string set(const std::string& assignment);

@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "proxy/downstream.hpp"
+#include "proxy/http2_server.hpp"
 
 namespace meshd::proxy {
 
@@ -111,11 +112,11 @@ std::uint32_t Worker::next_round_robin(std::size_t cluster) {
   return round_robin_[cluster]++;
 }
 
-std::list<DownstreamConnection*>::iterator Worker::track(DownstreamConnection* c) {
+std::list<ServedConnection*>::iterator Worker::track(ServedConnection* c) {
   return connections_.insert(connections_.end(), c);
 }
 
-void Worker::untrack(std::list<DownstreamConnection*>::iterator it) { connections_.erase(it); }
+void Worker::untrack(std::list<ServedConnection*>::iterator it) { connections_.erase(it); }
 
 void Worker::connection_closed(std::size_t slot) {
   --per_listener_[slot];
@@ -132,14 +133,25 @@ void Worker::serve(tcp::socket socket, std::size_t slot, std::string peer, std::
         std::optional<tcp::socket> parking;
         std::string parked_peer;
         Clock::time_point parked_since;
+        std::unique_ptr<Http2Connection> h2;
         {
           DownstreamConnection conn(*this, std::move(s), direction_of(slot), slot == 0 ? 0 : slot - 1,
                                     std::move(peer), idle_since);
-          if (co_await conn.run() == DownstreamConnection::Outcome::park) {
+          const auto outcome = co_await conn.run();
+          if (outcome == DownstreamConnection::Outcome::park) {
             parked_since = conn.idle_since();
             parked_peer = conn.take_peer();
             parking.emplace(conn.take_socket());
+          } else if (outcome == DownstreamConnection::Outcome::http2) {
+            // SPEC §7: the connection began with HTTP/2's preface.
+            std::string first = conn.take_buffered();
+            h2 = std::make_unique<Http2Connection>(*this, conn.take_socket(), direction_of(slot),
+                                                   slot == 0 ? 0 : slot - 1, conn.take_peer(), std::move(first));
           }
+        }
+        if (h2) {
+          co_await h2->run();
+          h2.reset();
         }
         if (parking && !draining_ && !stopping_ && parking_->usable()) {
           parking_->park(std::move(*parking), slot, std::move(parked_peer), parked_since);

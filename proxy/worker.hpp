@@ -21,6 +21,7 @@
 #include "proxy/http1_parking.hpp"
 #include "proxy/io.hpp"
 #include "proxy/run_options.hpp"
+#include "proxy/served_connection.hpp"
 #include "proxy/upstream.hpp"
 
 namespace meshd::proxy {
@@ -49,8 +50,6 @@ struct RuntimeView {
   std::function<void()> outlier_notify;   // asks the main thread for an ejection sweep
 };
 
-class DownstreamConnection;
-
 class Worker {
  public:
   Worker(unsigned index, const Limits& limits);
@@ -76,8 +75,8 @@ class Worker {
   std::mt19937_64& rng() { return rng_; }
   std::uint32_t next_round_robin(std::size_t cluster);
   bool draining() const { return draining_; }
-  std::list<DownstreamConnection*>::iterator track(DownstreamConnection* c);
-  void untrack(std::list<DownstreamConnection*>::iterator it);
+  std::list<ServedConnection*>::iterator track(ServedConnection* c);
+  void untrack(std::list<ServedConnection*>::iterator it);
   std::size_t parked_connections() const { return parking_ ? parking_->size() : 0; }
 
  private:
@@ -105,7 +104,7 @@ class Worker {
   metrics::Shard stats_;
   std::mt19937_64 rng_;
   std::vector<std::uint32_t> round_robin_;
-  std::list<DownstreamConnection*> connections_;
+  std::list<ServedConnection*> connections_;
   // Idle HTTP/1.1 connections (the HTTP/1.1 adapter's parking); before ioc_ dies.
   std::unique_ptr<Http1Parking> parking_;
   // Memory given back to the system after a wave of connections ends (malloc_trim).

@@ -429,3 +429,116 @@ TEST_CASE("http2 codec: a malformed request is reset by nghttp2 and never reache
   CHECK(r.closed.count(1) == 0);  // never the adapter's
   CHECK(r.requests.count(3) == 1);  // the connection goes on
 }
+
+TEST_CASE("http2 codec: an interim 103 goes out before the final head, and content-length where the framing was") {
+  Recorder r;
+  Http2ServerCodec server({}, r);
+  Client c;
+  const auto id = c.request("GET", "/hints");
+  pump(c, server);
+  std::vector<Field> hints = {{"Link", "</style.css>; rel=preload"}};
+  ResponseHead interim;
+  interim.status = 103;
+  interim.fields = hints;
+  REQUIRE(server.submit_interim(id, interim));
+  ResponseHead not_interim;
+  not_interim.status = 101;  // a tunnel's, not HTTP/2's
+  CHECK_FALSE(server.submit_interim(id, not_interim));
+  std::vector<Field> fields = {{"X-A", "1"}, {"Content-Length", "999"}, {"X-B", "2"}};
+  ResponseHead head;
+  head.status = 200;
+  head.fields = fields;
+  head.length = 2;
+  head.framing_at = 1;  // between X-A and X-B
+  REQUIRE(server.submit_head(id, head, false));
+  REQUIRE(server.submit_data(id, "ok", true));
+  pump(c, server);
+  const auto& h = c.responses[id].headers;
+  std::vector<std::string> names;
+  for (const auto& [n, v] : h) names.push_back(n + "=" + v);
+  const std::vector<std::string> want = {":status=103", "link=</style.css>; rel=preload", ":status=200", "x-a=1",
+                                         "content-length=2", "x-b=2"};
+  CHECK(names == want);
+  CHECK(c.responses[id].body == "ok");
+  CHECK(c.responses[id].ended);
+}
+
+TEST_CASE("http2 codec: output comes in pieces of at most kOutputCap; on_writable says when submitted data left") {
+  Recorder r;
+  Http2ServerCodec server({}, r);
+  Client c;
+  // The client opens its windows wide, so that only the codec's cap bounds a write.
+  const nghttp2_settings_entry wide[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 24}};
+  nghttp2_submit_settings(c.session, NGHTTP2_FLAG_NONE, wide, 1);
+  nghttp2_session_set_local_window_size(c.session, NGHTTP2_FLAG_NONE, 0, 1 << 26);
+  const auto id = c.request("GET", "/big");
+  pump(c, server);
+  ResponseHead head;
+  head.status = 200;
+  REQUIRE(server.submit_head(id, head, false));
+  const std::string body(500000, 'z');
+  REQUIRE(server.submit_data(id, body, true));
+  CHECK(server.unsent(id) == body.size());
+  r.writable.clear();
+  std::size_t total = 0;
+  std::size_t pieces = 0;
+  for (int i = 0; i < 100; ++i) {
+    const std::string out(server.output());
+    if (out.empty()) break;
+    // One frame may straddle the cap: at most a frame (16 KiB and its header) over.
+    CHECK(out.size() <= Http2ServerCodec::kOutputCap + 16384 + 9);
+    total += out.size();
+    ++pieces;
+    c.receive(out);
+    (void)c.output();
+  }
+  CHECK(pieces >= 8);  // 500,000 bytes in pieces of about 64 KiB
+  CHECK(total > body.size());
+  CHECK(server.unsent(id) == 0);
+  CHECK(std::count(r.writable.begin(), r.writable.end(), id) >= 8);
+  CHECK(c.responses[id].body.size() == body.size());
+  CHECK(c.responses[id].ended);
+}
+
+TEST_CASE("http2 codec: a response that ends before its request body is followed by RST_STREAM NO_ERROR") {
+  Recorder r;
+  Http2Limits limits;
+  limits.initial_stream_window = 16384;
+  Http2ServerCodec server(limits, r);
+  Client c;
+  const std::string body(1 << 20, 'u');  // far more than the window; nothing is taken
+  const auto id = c.request("POST", "/upload", {}, &body);
+  pump(c, server);
+  REQUIRE(r.requests.count(id) == 1);
+  std::vector<Field> fields = {{"content-type", "text/plain"}};
+  ResponseHead head;
+  head.status = 413;
+  head.fields = fields;
+  REQUIRE(server.submit_head(id, head, false));
+  REQUIRE(server.submit_data(id, "too large", true));
+  const auto out = frames(server.output());
+  // The response's END_STREAM goes out first, then the RST (never the other way: the
+  // response would be cut).
+  std::size_t end_at = out.size(), rst_at = out.size();
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (out[i].stream != static_cast<std::uint32_t>(id)) continue;
+    if ((out[i].type == 0x0 || out[i].type == 0x1) && (out[i].flags & 0x1)) end_at = i;
+    if (out[i].type == 0x3 && rst_at == out.size()) rst_at = i;
+  }
+  // The RST is submitted when the END_STREAM frame is sent: in this output or the next.
+  std::string rest;
+  if (rst_at == out.size()) {
+    const auto more = frames(server.output());
+    for (const auto& f : more) {
+      if (f.type == 0x3 && f.stream == static_cast<std::uint32_t>(id)) rest = f.payload;
+    }
+  } else {
+    rest = out[rst_at].payload;
+    CHECK(end_at < rst_at);
+  }
+  REQUIRE(end_at < out.size());
+  REQUIRE(rest.size() == 4);
+  CHECK(be32(rest) == h2_error::no_error);
+  CHECK(r.closed.count(id) == 1);
+  CHECK(server.open_streams() == 0);
+}

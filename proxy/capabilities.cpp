@@ -14,26 +14,18 @@ namespace {
 
 constexpr const char* kTls = "issue 13: TLS and mTLS";
 
-// Why a protocol other than http is refused, and which issue brings it.
+// Why a protocol is refused, and which issue brings it (http, http2 and grpc are served).
 std::string protocol_reason(mesh::Protocol p) {
-  switch (p) {
-    case mesh::Protocol::http2:
-      return "http2 needs HTTP/2, which this build does not speak yet (issue 12: HTTP/2 and gRPC); http works";
-    case mesh::Protocol::grpc:
-      return "grpc needs HTTP/2 and gRPC, which this build does not speak yet (issue 12: HTTP/2 and gRPC); "
-             "http works";
-    case mesh::Protocol::tcp:
-      return "tcp needs TCP proxying, which this build does not do yet (issue 14: TCP, tunnels and "
-             "interception); http works";
-    case mesh::Protocol::http:
-      break;
+  if (p == mesh::Protocol::tcp) {
+    return "tcp needs TCP proxying, which this build does not do yet (issue 14: TCP, tunnels and "
+           "interception); http, http2 and grpc work";
   }
   return {};
 }
 
-std::string issue_of(mesh::Protocol p) {
-  return p == mesh::Protocol::tcp ? "issue 14: TCP, tunnels and interception" : "issue 12: HTTP/2 and gRPC";
-}
+bool served(mesh::Protocol p) { return p != mesh::Protocol::tcp; }
+
+std::string issue_of(mesh::Protocol /*p*/) { return "issue 14: TCP, tunnels and interception"; }
 
 mesh::Protocol pool_protocol(const mesh::ConnectionPool& pool) {
   return std::visit(
@@ -79,21 +71,22 @@ class Checker {
       const auto& listener = self.spec.listeners[l];
       const std::string lp = np + ".spec.listeners[" + std::to_string(l) + "]";
       const auto protocol = listener.port_mapping.protocol;
-      if (protocol != mesh::Protocol::http) add(lp + ".portMapping.protocol", protocol_reason(protocol));
+      if (!served(protocol)) add(lp + ".portMapping.protocol", protocol_reason(protocol));
       // Validation makes a listener's connection pool and timeout match its protocol.
       if (listener.connection_pool) {
         const auto p = pool_protocol(*listener.connection_pool);
-        if (p != mesh::Protocol::http) {
+        if (!served(p)) {
           add(lp + ".connectionPool." + std::string(mesh::to_string(p)),
               "a " + std::string(mesh::to_string(p)) + " connection pool goes with a " +
-                  std::string(mesh::to_string(p)) + " listener (" + issue_of(p) + "); connectionPool.http works");
+                  std::string(mesh::to_string(p)) + " listener (" + issue_of(p) +
+                  "); connectionPool.http, http2 and grpc work");
         }
       }
-      if (listener.timeout && listener.timeout->kind != mesh::Protocol::http) {
+      if (listener.timeout && !served(listener.timeout->kind)) {
         const auto p = listener.timeout->kind;
         add(lp + ".timeout." + std::string(mesh::to_string(p)),
             "a " + std::string(mesh::to_string(p)) + " listener timeout goes with a " +
-                std::string(mesh::to_string(p)) + " listener (" + issue_of(p) + "); timeout.http works");
+                std::string(mesh::to_string(p)) + " listener (" + issue_of(p) + "); timeout.http, http2 and grpc work");
       }
       if (listener.tls && listener.tls->mode != mesh::TlsMode::DISABLED) {
         add(lp + ".tls", "a " + std::string(mesh::to_string(listener.tls->mode)) +
@@ -119,7 +112,7 @@ class Checker {
     const std::string rp = "virtualRouters[" + std::to_string(&vr - cfg_.virtual_routers.data()) + "]";
     for (std::size_t l = 0; l < vr.listeners.size(); ++l) {
       const auto protocol = vr.listeners[l].protocol;
-      if (protocol != mesh::Protocol::http) {
+      if (!served(protocol)) {
         add(rp + ".spec.listeners[" + std::to_string(l) + "].portMapping.protocol", protocol_reason(protocol));
       }
     }
@@ -127,13 +120,11 @@ class Checker {
     // appear next to a refused listener; each is named so that none is missed.
     for (std::size_t i = 0; i < cfg_.routes.size(); ++i) {
       const auto& route = cfg_.routes[i];
-      if (route.virtual_router_name != vr.name || route.kind == mesh::Protocol::http) continue;
+      if (route.virtual_router_name != vr.name || served(route.kind)) continue;
       const std::string key(mesh::route_key(route.kind));
       add("routes[" + std::to_string(i) + "].spec." + key,
-          route.kind == mesh::Protocol::tcp
-              ? key + " needs TCP proxying (issue 14: TCP, tunnels and interception); httpRoute works"
-              : key + " needs " + (route.kind == mesh::Protocol::grpc ? "HTTP/2 and gRPC" : "HTTP/2") +
-                    " (issue 12: HTTP/2 and gRPC); httpRoute works");
+          key + " needs TCP proxying (issue 14: TCP, tunnels and interception); httpRoute, http2Route and "
+                "grpcRoute work");
     }
   }
 
@@ -144,7 +135,7 @@ class Checker {
     const std::string lp = node_path(*c.node) + ".spec.listeners[" +
                            std::to_string(listener - c.node->spec.listeners.data()) + "]";
     const auto protocol = listener->port_mapping.protocol;
-    if (protocol != mesh::Protocol::http) add(lp + ".portMapping.protocol", protocol_reason(protocol));
+    if (!served(protocol)) add(lp + ".portMapping.protocol", protocol_reason(protocol));
     if (listener->tls && listener->tls->mode == mesh::TlsMode::STRICT) {
       add(lp + ".tls", std::string("a STRICT listener takes only TLS: calling it needs TLS origination, which "
                                    "arrives with ") +
@@ -153,12 +144,6 @@ class Checker {
       add(lp + ".tls", std::string("App Mesh's sidecars call a PERMISSIVE listener over TLS (plaintext would be "
                                    "weaker); TLS origination arrives with ") +
                            kTls);
-    }
-    if (listener->health_check && listener->health_check->protocol != mesh::Protocol::http &&
-        listener->health_check->protocol != mesh::Protocol::tcp) {
-      add(lp + ".healthCheck.protocol", std::string(mesh::to_string(listener->health_check->protocol)) +
-                                            " health checks arrive with issue 12: HTTP/2 and gRPC (http and "
-                                            "tcp work)");
     }
   }
 

@@ -18,6 +18,7 @@ constexpr ErrorRow kRows[] = {
     {K::connect_failure, S::upstream, R::upstream_connect_failure, "upstream_connect_failure"},
     {K::upstream_reset, S::upstream, R::upstream_reset, "upstream_reset"},
     {K::upstream_protocol, S::upstream, R::upstream_reset, "upstream_reset"},
+    {K::upstream_refused, S::upstream, R::upstream_reset, "upstream_reset"},
     {K::upstream_timeout, S::upstream, R::upstream_timeout, "upstream_timeout"},
     {K::per_try_timeout, S::upstream, R::upstream_timeout, "upstream_timeout"},
     {K::reset_after_headers, S::upstream, std::nullopt, kUpstreamResetAfterHeaders},

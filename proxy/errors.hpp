@@ -25,6 +25,7 @@ enum class ErrorKind : std::uint8_t {
   connect_failure,      // no connection to the endpoint
   upstream_reset,       // closed or reset before a full response head
   upstream_protocol,    // a response meshd cannot read (bad framing)
+  upstream_refused,     // HTTP/2: the stream was refused or left unprocessed by a GOAWAY (retry_safe)
   upstream_timeout,     // perRequest ran out
   per_try_timeout,      // perRetryTimeout ran out
   reset_after_headers,  // the response broke after its head went downstream

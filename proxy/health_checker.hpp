@@ -1,8 +1,9 @@
 #pragma once
 // Active health checks (App Mesh listener healthCheck), run on the main thread for
-// every endpoint this sidecar may call: http (GET path on the HTTP/1.1 client
-// adapter, the same UpstreamExchange requests use; 200 passes) and tcp (connect).
-// HTTP/2 and gRPC checks plug in as other exchanges. Each endpoint is checked at once
+// every endpoint this sidecar may call, on the client adapters requests use: http
+// (GET path over HTTP/1.1; 200 passes), http2 (GET path over h2c; 2xx passes), grpc
+// (grpc.health.v1.Health/Check with an empty service name over h2c; SERVING with
+// grpc-status 0 passes; SPEC §7) and tcp (connect). Each endpoint is checked at once
 // when it appears, then every intervalMillis plus up to 10 % jitter, each probe
 // limited to timeoutMillis; one coroutine per endpoint. Results go through
 // mesh::HealthState and land in the endpoint's `healthy` atomic.
@@ -33,6 +34,7 @@ class HealthChecker {
   };
   static awaitable<void> run(std::shared_ptr<Target> t);
   static awaitable<Verdict> probe(Target& t);
+  static awaitable<Verdict> probe_http2(Target& t, bool grpc);
   static void record(Target& t, const Verdict& v);
 
   asio::io_context& ioc_;

@@ -4,6 +4,8 @@
 #include <charconv>
 #include <cstdio>
 
+#include "proxy/forwarded.hpp"
+
 namespace meshd::proxy {
 
 bool iequals_ascii(std::string_view a, std::string_view b) {
@@ -122,67 +124,27 @@ void build_request_head(const OutgoingRequest& r, std::string& out) {
   out += ' ';
   out += r.path;
   out += " HTTP/1.1\r\n";
-  bool host_done = false, xff_done = false, proto_done = false, id_seen = false;
-  auto framing = [&] {
-    if (r.length) {
-      out += "Content-Length: ";
-      append_number(*r.length, out);
-      out += "\r\n";
-    } else if (r.has_body) {
-      out += "Transfer-Encoding: chunked\r\n";
-    }
-  };
-  std::size_t index = 0;
-  for (const auto& f : in.fields) {
-    if (index++ == in.framing_at) framing();
-    if (iequals_ascii(f.name, "host")) {
-      if (host_done) continue;
-      out += f.name;
-      out += ": ";
-      out += r.authority;
-      host_done = true;
-    } else if (iequals_ascii(f.name, "x-forwarded-for") && !xff_done) {
-      out += f.name;
-      out += ": ";
-      out += f.value;
-      if (!r.forwarded_for.empty()) {
-        out += ", ";
-        out += r.forwarded_for;
-      }
-      xff_done = true;
-    } else if (iequals_ascii(f.name, "x-forwarded-proto") && !proto_done) {
-      out += f.name;
-      out += ": ";
-      out += f.value;
-      out += ", http";  // the downstream connection's protocol (TLS sets https)
-      proto_done = true;
-    } else {
-      if (iequals_ascii(f.name, "x-request-id")) id_seen = true;
-      out += f.name;
-      out += ": ";
-      out += f.value;
-    }
-    out += "\r\n";
-  }
-  if (!host_done) {
-    out += "Host: ";
-    out += r.authority;
-    out += "\r\n";
-  }
-  if (!xff_done && !r.forwarded_for.empty()) {
-    out += "x-forwarded-for: ";
-    out += r.forwarded_for;
-    out += "\r\n";
-  }
-  if (!proto_done) {
-    out += "x-forwarded-proto: http\r\n";
-  }
-  if (!id_seen && !r.request_id.empty()) {
-    out += "x-request-id: ";
-    out += r.request_id;
-    out += "\r\n";
-  }
-  if (in.framing_at >= in.fields.size()) framing();
+  forwarded_fields(
+      r, false,
+      [&](std::string_view name, std::string_view value, std::string_view appended) {
+        out += name;
+        out += ": ";
+        out += value;
+        if (!appended.empty()) {
+          out += ", ";
+          out += appended;
+        }
+        out += "\r\n";
+      },
+      [&] {
+        if (r.length) {
+          out += "Content-Length: ";
+          append_number(*r.length, out);
+          out += "\r\n";
+        } else if (r.has_body) {
+          out += "Transfer-Encoding: chunked\r\n";
+        }
+      });
   out += "\r\n";
 }
 

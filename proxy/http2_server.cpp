@@ -7,6 +7,7 @@
 #include "net/asio_address.hpp"
 #include "proxy/grpc.hpp"
 #include "proxy/http1_write.hpp"
+#include "proxy/http2_session.hpp"
 #include "proxy/lifecycle.hpp"
 #include "proxy/worker.hpp"
 
@@ -23,80 +24,6 @@ Http2Limits limits_of(const Limits& l) {
   h.max_resets_per_second = static_cast<std::uint32_t>(l.h2_max_resets_per_second);
   return h;
 }
-
-// Copies of fields into one arena (the codec's memory for a stream goes when the
-// stream closes, which may be before its lifecycle ends).
-class FieldCopy {
- public:
-  // `join_cookies`: HTTP/2 may split Cookie into several fields; one field joined
-  // with "; " is what an HTTP/1.1 upstream must get (RFC 9113 §8.2.3).
-  void assign(std::span<const Field> in, bool join_cookies) {
-    std::size_t bytes = 0;
-    for (const auto& f : in) bytes += f.name.size() + f.value.size() + 2;
-    arena_.clear();
-    arena_.reserve(bytes);
-    std::vector<std::pair<std::size_t, std::size_t>> at;  // offsets, fixed once the arena is full
-    std::vector<std::pair<std::size_t, std::size_t>> len;
-    std::optional<std::size_t> cookie;  // index in `at` of the joined cookie
-    for (const auto& f : in) {
-      if (join_cookies && f.name == "cookie" && cookie) {
-        // Appended to the joined value, which must be the arena's last piece.
-        continue;
-      }
-      if (join_cookies && f.name == "cookie") {
-        cookie = at.size();
-        // All cookie values, joined, at the arena's end after the other fields.
-        at.emplace_back(0, 0);
-        len.emplace_back(0, 0);
-        continue;
-      }
-      at.emplace_back(arena_.size(), arena_.size() + f.name.size());
-      arena_.append(f.name);
-      arena_.append(f.value);
-      len.emplace_back(f.name.size(), f.value.size());
-    }
-    if (cookie) {
-      const std::size_t start = arena_.size();
-      arena_.append("cookie");
-      bool first = true;
-      for (const auto& f : in) {
-        if (f.name != "cookie") continue;
-        if (!first) arena_.append("; ");
-        arena_.append(f.value);
-        first = false;
-      }
-      at[*cookie] = {start, start + 6};
-      len[*cookie] = {6, arena_.size() - start - 6};
-    }
-    fields_.clear();
-    fields_.reserve(at.size());
-    for (std::size_t i = 0; i < at.size(); ++i) {
-      fields_.push_back(Field{std::string_view(arena_).substr(at[i].first, len[i].first),
-                              std::string_view(arena_).substr(at[i].second, len[i].second)});
-    }
-  }
-  std::span<const Field> fields() const { return fields_; }
-  // Takes the first field named `name` (lowercase) out; where it was, or npos.
-  std::size_t remove(std::string_view name) {
-    for (std::size_t i = 0; i < fields_.size(); ++i) {
-      if (fields_[i].name == name) {
-        fields_.erase(fields_.begin() + static_cast<std::ptrdiff_t>(i));
-        return i;
-      }
-    }
-    return kFramingAtEnd;
-  }
-  // A view of `text` kept in the arena's own storage (for pseudo-header values).
-  std::string_view keep(std::string_view text) {
-    owned_.emplace_back(text);
-    return owned_.back();
-  }
-
- private:
-  std::string arena_;
-  std::vector<Field> fields_;
-  std::list<std::string> owned_;
-};
 
 }  // namespace
 
@@ -322,10 +249,10 @@ class Http2Connection::Stream final : public DownstreamStream {
 
   Http2Connection& conn_;
   std::int32_t id_;
-  FieldCopy fields_;
+  h2::FieldCopy fields_;
   RequestHead head_;
   std::string piece_;     // the body piece last handed out
-  FieldCopy trailers_;    // the request's trailers, once its body ended
+  h2::FieldCopy trailers_;    // the request's trailers, once its body ended
   Signal readable_;
   Signal writable_;
   bool closed_ = false;   // the codec closed the stream (both ends done, or a reset)
@@ -366,6 +293,14 @@ Http2Connection::Stream* Http2Connection::find(std::int32_t id) const {
 
 void Http2Connection::close_if_idle() {
   if (draining_ || closing_) return;
+  // A connection that has not sent a request yet is not idle: its first requests are
+  // served (SPEC §4), then it is told GOAWAY; the header deadline bounds the wait.
+  if (streams_seen_ == 0) return;
+  go_away();
+}
+
+void Http2Connection::go_away() {
+  if (draining_ || closing_) return;
   draining_ = true;
   codec_.shutdown();
   kick();
@@ -385,6 +320,7 @@ void Http2Connection::end_all_streams() {
 }
 
 void Http2Connection::on_request(std::int32_t id, const RequestHead& head) {
+  ++streams_seen_;
   auto owned = std::make_unique<Stream>(*this, id, head);
   Stream* s = owned.get();
   streams_.emplace(id, std::move(owned));
@@ -392,7 +328,22 @@ void Http2Connection::on_request(std::int32_t id, const RequestHead& head) {
   // Started after this turn, not inside the codec's callback: a lifecycle may answer
   // at once (a local reply), and the codec is not to be re-entered from nghttp2's
   // callbacks.
-  asio::post(worker_.ioc(), [this, s] { asio::co_spawn(worker_.ioc(), serve_stream(s), asio::detached); });
+  watchdog_.disarm();  // not idle
+  asio::post(worker_.ioc(), [this, s] {
+    // A stream the client reset before its lifecycle started is not forwarded.
+    if (s->closed()) {
+      stream_done(s);
+      return;
+    }
+    asio::co_spawn(worker_.ioc(), serve_stream(s), asio::detached);
+  });
+}
+
+void Http2Connection::maybe_idle() {
+  // The last stream ended: the idle timeout runs from now (the read under way may
+  // have begun with streams open, unarmed).
+  const auto idle = worker_.limits().downstream_idle_timeout;
+  if (streams_.empty() && !closing_ && !draining_ && idle.count() > 0) watchdog_.arm(stream_, idle);
 }
 
 void Http2Connection::on_body(std::int32_t id) {
@@ -407,7 +358,10 @@ void Http2Connection::on_close(std::int32_t id, std::uint32_t code) {
   Stream* s = find(id);
   if (s == nullptr) return;
   s->closed_by_codec(code);
-  if (s->lifecycle_done) streams_.erase(id);
+  if (s->lifecycle_done) {
+    streams_.erase(id);
+    maybe_idle();
+  }
 }
 
 awaitable<void> Http2Connection::serve_stream(Stream* s) {
@@ -423,7 +377,10 @@ void Http2Connection::stream_done(Stream* s) {
     codec_.reset(s->id(), h2_error::internal_error);
     kick();
   }
-  if (s->closed()) streams_.erase(s->id());
+  if (s->closed()) {
+    streams_.erase(s->id());
+    maybe_idle();
+  }
   --tasks_;
   all_done_.notify();
 }
@@ -456,15 +413,19 @@ awaitable<void> Http2Connection::run() {
   asio::co_spawn(worker_.ioc(), write_loop(), asio::detached);
   const auto& limits = worker_.limits();
   bool ok = codec_.receive(first_bytes_);
+  if (ok && worker_.draining()) close_if_idle();  // once it sent a request
   first_bytes_.clear();
   first_bytes_.shrink_to_fit();
   kick();
   std::string buffer(16 * 1024, '\0');
   while (ok && !closing_) {
     // Without streams the connection is idle: after downstream_idle_timeout it is
-    // closed with GOAWAY (SPEC §7), as a drain closes it.
-    if (streams_.empty() && limits.downstream_idle_timeout.count() > 0) {
-      watchdog_.arm(stream_, limits.downstream_idle_timeout);
+    // closed with GOAWAY (SPEC §7), as a drain closes it; while draining, one that
+    // has sent no request yet has the header deadline for its first.
+    const bool waiting_first = worker_.draining() && streams_seen_ == 0;
+    const auto idle = waiting_first ? limits.request_header_timeout : limits.downstream_idle_timeout;
+    if (streams_.empty() && !draining_ && idle.count() > 0) {
+      watchdog_.arm(stream_, idle);
     } else {
       watchdog_.disarm();
     }
@@ -472,12 +433,15 @@ awaitable<void> Http2Connection::run() {
     if (ec) {
       if (watchdog_.fired() && !closing_ && !draining_) {
         // Idle: GOAWAY, then the writer ends the connection once it is out.
-        close_if_idle();
+        go_away();
         continue;
       }
       break;  // EOF, a reset, or the writer ended the connection
     }
     ok = codec_.receive(std::string_view(buffer.data(), n));
+    // A connection opened while draining is served what it sent first, then told
+    // GOAWAY (as HTTP/1.1 answers it with Connection: close).
+    if (ok && worker_.draining()) close_if_idle();
     kick();
   }
   watchdog_.disarm();

@@ -59,6 +59,8 @@ class Http2Connection final : public ServedConnection, private Http2ServerEvents
   awaitable<void> write_loop();
   awaitable<void> serve_stream(Stream* s);
   void stream_done(Stream* s);
+  void maybe_idle();  // no stream left: the idle timeout starts
+  void go_away();     // GOAWAY with the last stream processed; open streams finish
   void kick() { writer_wake_.notify(); }  // the codec may have frames to write
   Stream* find(std::int32_t id) const;
   void end_all_streams();  // the connection is gone: every stream sees it closed
@@ -77,6 +79,7 @@ class Http2Connection final : public ServedConnection, private Http2ServerEvents
   std::size_t tasks_ = 0;       // the writer and the streams' lifecycles running
   bool closing_ = false;        // no more reading; the writer flushes and ends
   bool draining_ = false;       // GOAWAY sent (a drain or the idle timeout)
+  std::size_t streams_seen_ = 0;  // requests received on this connection
   bool writer_done_ = false;
   std::list<ServedConnection*>::iterator tracked_;
 };

@@ -3,10 +3,10 @@
 #include <nghttp2/nghttp2.h>
 
 #include "proxy/grpc.hpp"
+#include "proxy/http2_session.hpp"
 
 #include <algorithm>
 #include <cstring>
-#include <deque>
 
 namespace meshd::proxy {
 
@@ -16,24 +16,7 @@ constexpr std::size_t kFrameHeader = 9;
 constexpr std::uint8_t kSettingsFrame = 0x4;
 constexpr std::uint16_t kSettingsMaxConcurrentStreams = 0x3;
 
-std::string_view view(nghttp2_rcbuf* b) {
-  const auto v = nghttp2_rcbuf_get_buf(b);
-  return {reinterpret_cast<const char*>(v.base), v.len};
-}
-
-// HTTP/2 field names are lowercase (RFC 9113 §8.2.1).
-std::string lowercase(std::string_view name) {
-  std::string lower(name);
-  for (char& ch : lower) {
-    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
-  }
-  return lower;
-}
-
-bool hop_by_hop(std::string_view lower_name) {
-  return lower_name == "connection" || lower_name == "keep-alive" || lower_name == "proxy-connection" ||
-         lower_name == "transfer-encoding" || lower_name == "upgrade";
-}
+using h2::view;
 
 }  // namespace
 
@@ -45,23 +28,14 @@ struct Http2ServerCodec::Stream {
   std::int32_t id;
   std::vector<nghttp2_rcbuf*> held;  // the request's names and values, kept for `fields`
   std::vector<Field> fields;
-  std::vector<Field> trailers;
   std::string_view method, scheme, authority, path, protocol;
   std::size_t header_bytes = 0;
   bool head_delivered = false;
   RequestHead head;
-  // The request body: received and not yet taken; its end or reset.
-  std::string body;
-  std::string taken;  // the piece last handed out by take_body (valid until the next)
-  bool body_end = false;
-  bool end_delivered = false;
-  // The response: data submitted and not yet given to nghttp2.
-  std::string send;
-  std::size_t send_at = 0;
-  bool send_end = false;
-  bool deferred = false;
-  std::vector<std::string> trailer_text;
-  std::vector<nghttp2_nv> trailer_nv;
+  h2::RecvBody request;   // the request body: received and not yet taken; its end
+  h2::SendBody response;  // the response body: submitted and not yet framed
+  bool response_submitted = false;
+  bool closing = false;  // in on_stream_close
 };
 
 struct Http2ServerCodec::Callbacks {
@@ -99,7 +73,7 @@ struct Http2ServerCodec::Callbacks {
     s->held.push_back(name);
     s->held.push_back(value);
     if (s->head_delivered) {  // trailers (nghttp2 rejects pseudo-headers there)
-      s->trailers.push_back(Field{n, v});
+      s->request.trailers().push_back(Field{n, v});
       return 0;
     }
     if (!n.empty() && n.front() == ':') {
@@ -143,7 +117,7 @@ struct Http2ServerCodec::Callbacks {
         }
         if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
           if (Stream* s = c.find(frame->hd.stream_id)) {
-            s->body_end = true;
+            s->request.end();
             c.events_.on_body(s->id);
           }
         }
@@ -172,10 +146,10 @@ struct Http2ServerCodec::Callbacks {
             h.length = n;
           }
           if (auto ct = find_field(s->fields, "content-type")) h.grpc = is_grpc_content_type(*ct);
-          if (end) s->body_end = true;
+          if (end) s->request.end();
           c.events_.on_request(s->id, h);
         } else if (end) {
-          s->body_end = true;  // trailers
+          s->request.end();  // trailers
           c.events_.on_body(s->id);
         }
         break;
@@ -195,7 +169,7 @@ struct Http2ServerCodec::Callbacks {
       nghttp2_session_consume_connection(c.session_, len);
       return 0;
     }
-    s->body.append(reinterpret_cast<const char*>(data), len);
+    s->request.append(std::string_view(reinterpret_cast<const char*>(data), len));
     c.events_.on_body(stream);
     return 0;
   }
@@ -204,13 +178,14 @@ struct Http2ServerCodec::Callbacks {
     auto& c = self(user);
     auto it = c.streams_.find(stream);
     if (it == c.streams_.end()) return 0;
-    // Bytes not taken go back to the connection window (the stream's is gone).
-    if (!it->second->body.empty()) nghttp2_session_consume_connection(c.session_, it->second->body.size());
-    auto owned = std::move(it->second);
-    c.streams_.erase(it);
+    Stream& s = *it->second;
+    s.closing = true;
     // A stream nghttp2 reset before its head was complete (a malformed request) was
-    // never the adapter's.
-    if (owned->head_delivered) c.events_.on_close(stream, error_code);
+    // never the adapter's. During on_close, take_body() still gives what was received.
+    if (s.head_delivered) c.events_.on_close(stream, error_code);
+    // Bytes not taken go back to the connection window (the stream's is gone).
+    if (s.request.held() > 0) nghttp2_session_consume_connection(c.session_, s.request.held());
+    c.streams_.erase(stream);
     return 0;
   }
 
@@ -223,7 +198,7 @@ struct Http2ServerCodec::Callbacks {
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) {
       return 0;
     }
-    if (Stream* s = c.find(frame->hd.stream_id); s != nullptr && !s->body_end) {
+    if (Stream* s = c.find(frame->hd.stream_id); s != nullptr && !s->request.ended()) {
       nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
     }
     return 0;
@@ -234,26 +209,9 @@ struct Http2ServerCodec::Callbacks {
     auto& c = self(user);
     Stream* s = c.find(stream);
     if (s == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    const std::size_t left = s->send.size() - s->send_at;
-    const std::size_t n = std::min(length, left);
-    std::memcpy(buf, s->send.data() + s->send_at, n);
-    s->send_at += n;
+    const ssize_t n = s->response.read(session, stream, buf, length, flags);
     if (n > 0) c.events_.on_writable(stream);  // unsent() went down
-    if (s->send_at == s->send.size()) {
-      s->send.clear();
-      s->send_at = 0;
-      if (s->send_end) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (!s->trailer_nv.empty()) {
-          *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-          nghttp2_submit_trailer(session, stream, s->trailer_nv.data(), s->trailer_nv.size());
-        }
-      } else if (n == 0) {
-        s->deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-      }
-    }
-    return static_cast<ssize_t>(n);
+    return n;
   }
 };
 
@@ -378,12 +336,7 @@ void Http2ServerCodec::advance(std::string_view fed) {
 void Http2ServerCodec::collect_output() {
   // Up to kOutputCap at a time: what is not yet framed stays in the streams' own
   // buffers (unsent()), where the adapter's back-pressure sees it.
-  for (int guard = 0; guard < 1 << 16 && out_.size() < kOutputCap; ++guard) {
-    const std::uint8_t* data = nullptr;
-    const ssize_t n = nghttp2_session_mem_send(session_, &data);
-    if (n <= 0) break;
-    out_.append(reinterpret_cast<const char*>(data), static_cast<std::size_t>(n));
-  }
+  h2::collect(session_, out_, kOutputCap);
   if (!settings_patched_ && out_.size() >= kFrameHeader) {
     // The server's first frame is its SETTINGS: the client is told the real stream
     // limit (nghttp2 was told one more; see the constructor).
@@ -420,116 +373,63 @@ bool Http2ServerCodec::finished() const {
 std::optional<BodyEvent> Http2ServerCodec::take_body(std::int32_t stream) {
   Stream* s = find(stream);
   if (s == nullptr) return std::nullopt;
-  if (!s->body.empty()) {
-    s->taken.swap(s->body);
-    s->body.clear();
-    // Taken: the peer may send as much again.
-    nghttp2_session_consume(session_, stream, s->taken.size());
-    return BodyEvent{BodyEvent::Kind::data, s->taken, {}};
-  }
-  if (s->body_end && !s->end_delivered) {
-    s->end_delivered = true;
-    return BodyEvent{BodyEvent::Kind::end, {}, s->trailers};
-  }
-  return std::nullopt;
+  return s->request.take(session_, stream, s->closing);
 }
 
 namespace {
 
-// A response head as nghttp2 takes it: :status first, names lowercased, hop-by-hop
-// fields dropped (RFC 9113 §8.2.2), the body's length (when the head says one) where
-// the sender had its framing field. nghttp2 copies it on submission.
-struct HeadBlock {
-  std::deque<std::string> text;  // stable addresses
-  std::vector<nghttp2_nv> nva;
-
-  void add(std::string_view name, std::string_view value) {
-    nva.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
-                             reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                             value.size(), NGHTTP2_NV_FLAG_NONE});
-  }
-  explicit HeadBlock(const ResponseHead& head) {
-    nva.reserve(head.fields.size() + 2);
-    add(":status", text.emplace_back(std::to_string(head.status)));
-    const bool length = head.length && head.status >= 200 && head.status != 204;
-    const std::size_t at = std::min(head.framing_at, head.fields.size());
-    for (std::size_t i = 0; i <= head.fields.size(); ++i) {
-      if (i == at && length) add("content-length", text.emplace_back(std::to_string(*head.length)));
-      if (i == head.fields.size()) break;
-      const auto& f = head.fields[i];
-      std::string lower = lowercase(f.name);
-      if (hop_by_hop(lower) || lower == "content-length") continue;
-      add(text.emplace_back(std::move(lower)), f.value);
-    }
-  }
-};
+// A response head: :status first, then the fields (the body's length, when the head
+// says one, where the sender had its framing field).
+h2::NvList response_block(const ResponseHead& head) {
+  h2::NvList block;
+  block.add(":status", block.keep(std::to_string(head.status)));
+  const bool length = head.length && head.status >= 200 && head.status != 204;
+  block.add_fields(head.fields, head.framing_at, length ? head.length : std::nullopt);
+  return block;
+}
 
 }  // namespace
 
 bool Http2ServerCodec::submit_interim(std::int32_t stream, const ResponseHead& head) {
   Stream* s = find(stream);
-  if (s == nullptr || head.status < 100 || head.status > 199 || head.status == 101) return false;
-  HeadBlock block(head);
-  return nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, stream, nullptr, block.nva.data(), block.nva.size(),
-                                nullptr) >= 0;
+  if (s == nullptr || s->response_submitted || head.status < 100 || head.status > 199 || head.status == 101) {
+    return false;
+  }
+  const auto block = response_block(head);
+  return nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, stream, nullptr, block.data(), block.size(), nullptr) >= 0;
 }
 
 bool Http2ServerCodec::submit_head(std::int32_t stream, const ResponseHead& head, bool end) {
   Stream* s = find(stream);
-  if (s == nullptr) return false;
-  HeadBlock block(head);
-  auto& nva = block.nva;
-  int rv = 0;
+  if (s == nullptr || s->response_submitted) return false;
+  s->response_submitted = true;
+  const auto block = response_block(head);
   if (end) {
-    s->send_end = true;
-    rv = nghttp2_submit_response(session_, stream, nva.data(), nva.size(), nullptr);
-  } else {
-    nghttp2_data_provider provider{};
-    provider.read_callback = &Callbacks::read_data;
-    rv = nghttp2_submit_response(session_, stream, nva.data(), nva.size(), &provider);
+    s->response.submit(session_, stream, {}, true);
+    return nghttp2_submit_response(session_, stream, block.data(), block.size(), nullptr) == 0;
   }
-  return rv == 0;
+  nghttp2_data_provider provider{};
+  provider.read_callback = &Callbacks::read_data;
+  return nghttp2_submit_response(session_, stream, block.data(), block.size(), &provider) == 0;
 }
 
 bool Http2ServerCodec::submit_data(std::int32_t stream, std::string_view data, bool end) {
   Stream* s = find(stream);
-  if (s == nullptr || s->send_end) return false;
-  s->send.append(data);
-  s->send_end = end;
-  if (s->deferred) {
-    s->deferred = false;
-    nghttp2_session_resume_data(session_, stream);
-  }
+  if (s == nullptr || !s->response_submitted || s->response.ended()) return false;
+  s->response.submit(session_, stream, data, end);
   return true;
 }
 
 bool Http2ServerCodec::submit_trailers(std::int32_t stream, std::span<const Field> trailers) {
   Stream* s = find(stream);
-  if (s == nullptr || s->send_end) return false;
-  // Kept here until read_data() hands them to nghttp2 (which copies them then).
-  s->trailer_text.reserve(trailers.size() * 2);
-  for (const auto& f : trailers) {
-    s->trailer_text.push_back(lowercase(f.name));
-    s->trailer_text.emplace_back(f.value);
-  }
-  for (std::size_t i = 0; i + 1 < s->trailer_text.size(); i += 2) {
-    auto& name = s->trailer_text[i];
-    auto& value = s->trailer_text[i + 1];
-    s->trailer_nv.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(name.data()),
-                                       reinterpret_cast<std::uint8_t*>(value.data()), name.size(), value.size(),
-                                       NGHTTP2_NV_FLAG_NONE});
-  }
-  s->send_end = true;
-  if (s->deferred) {
-    s->deferred = false;
-    nghttp2_session_resume_data(session_, stream);
-  }
+  if (s == nullptr || !s->response_submitted || s->response.ended()) return false;
+  s->response.submit_trailers(session_, stream, trailers);
   return true;
 }
 
 std::size_t Http2ServerCodec::unsent(std::int32_t stream) const {
   const Stream* s = find(stream);
-  return s == nullptr ? 0 : s->send.size() - s->send_at;
+  return s == nullptr ? 0 : s->response.unsent();
 }
 
 void Http2ServerCodec::reset(std::int32_t stream, std::uint32_t error_code) {

@@ -67,8 +67,9 @@ class Http2ServerEvents {
   // adapter's back-pressure waits for this).
   virtual void on_writable(std::int32_t stream) = 0;
   // The stream is closed: by both ends finishing, or a reset (error_code not 0).
-  // Nothing of it may be used after this returns. Only for streams whose request
-  // was delivered (on_request).
+  // take_body() still gives what was received while this runs; nothing of the
+  // stream may be used after it returns. Only for streams whose request was
+  // delivered (on_request).
   virtual void on_close(std::int32_t stream, std::uint32_t error_code) = 0;
 };
 

@@ -167,6 +167,7 @@ bool RequestLifecycle::route() {
       return false;
     }
     target_.timeouts = in->timeouts;
+    target_.upstream = in->app_protocol;
     return true;
   }
 
@@ -221,7 +222,11 @@ bool RequestLifecycle::route() {
   target_.cluster = r.pick(draw).cluster;
   target_.retry = r.retry;
   target_.timeouts = r.timeouts;
-  node_label_ = snap.clusters()[target_.cluster].label;
+  const auto& cluster = snap.clusters()[target_.cluster];
+  node_label_ = cluster.label;
+  if (cluster.protocol == mesh::Protocol::http2 || cluster.protocol == mesh::Protocol::grpc) {
+    target_.upstream = UpstreamProtocol::http2;
+  }
   return true;
 }
 
@@ -543,7 +548,7 @@ awaitable<void> RequestLifecycle::forward() {
     auto* gauge = &worker_.stats().upstream_connections[node_label_ ? node_label_ : metrics::empty_label()];
     // A named key: GCC 12 mishandles temporaries with destructors in a co_await
     // expression (GCC bugs 99576 and 100611).
-    const PoolKey key{ep.get(), UpstreamProtocol::http1, {}};
+    const PoolKey key{ep.get(), target_.upstream, {}};
     auto up = co_await worker_.pool().acquire(
         key, ep, limits.upstream_connect_timeout,
         HeadLimits{limits.max_request_headers_bytes, limits.max_request_headers_count}, gauge, ec);
@@ -579,8 +584,17 @@ awaitable<void> RequestLifecycle::forward() {
                                                                   : "the request body stalled");
       co_return;
     }
+    if (err && err->kind == ErrorKind::upstream_refused && fresh_retries < 3) {
+      // SPEC §7: a stream the server refused or left unprocessed (REFUSED_STREAM, a
+      // GOAWAY) goes to another connection whatever the retry policy says.
+      ++fresh_retries;
+      tried.pop_back();
+      up.reset();
+      continue;
+    }
     if (err) {
-      const bool reset = err->kind == ErrorKind::upstream_reset || err->kind == ErrorKind::upstream_protocol;
+      const bool reset = err->kind == ErrorKind::upstream_reset || err->kind == ErrorKind::upstream_protocol ||
+                         err->kind == ErrorKind::upstream_refused;
       // retry_safe: nothing of the request went out on that connection.
       if (reset && up->reused() && fresh_retries < 3 && (err->retry_safe || (idempotent(req_.method) && replayable()))) {
         // The pooled connection was closed under us ("503 UC"): a fresh one, not a retry.

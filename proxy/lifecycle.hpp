@@ -48,6 +48,7 @@ class RequestLifecycle {
     std::uint16_t outside_port = 80;
     mesh::RetryPolicySpec retry;
     mesh::RouteTimeouts timeouts;
+    UpstreamProtocol upstream = UpstreamProtocol::http1;  // the target listener's (SPEC §7)
   };
   // How streaming a response ended.
   enum class Streamed { complete, downstream_gone, upstream_broken };

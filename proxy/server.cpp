@@ -302,6 +302,12 @@ class Server final : public AdminHost {
           slot.app_limit = std::make_shared<AppPoolLimit>(
               static_cast<std::uint32_t>(http->max_connections),
               static_cast<std::uint32_t>(http->max_pending_requests.value_or(2147483647)));
+        } else if (const auto* h2 = std::get_if<mesh::Http2Pool>(&l->connection_pool->kind)) {
+          // SPEC §7: concurrent streams to the app, no pending queue (over it: 503
+          // overflow, or its gRPC form).
+          slot.app_limit = std::make_shared<AppPoolLimit>(static_cast<std::uint32_t>(h2->max_requests), 0);
+        } else if (const auto* grpc = std::get_if<mesh::GrpcPool>(&l->connection_pool->kind)) {
+          slot.app_limit = std::make_shared<AppPoolLimit>(static_cast<std::uint32_t>(grpc->max_requests), 0);
         }
       }
       if (l->rate_limit) {
@@ -450,6 +456,11 @@ class Server final : public AdminHost {
       }
       in.app_limit = slot.app_limit;
       in.rate_limit = slot.rate_limit;
+      // SPEC §7: ingress to the app speaks the listener's protocol.
+      if (listener != nullptr && (listener->port_mapping.protocol == mesh::Protocol::http2 ||
+                                  listener->port_mapping.protocol == mesh::Protocol::grpc)) {
+        in.app_protocol = UpstreamProtocol::http2;
+      }
       view->ingress.push_back(std::move(in));
     }
     std::shared_ptr<const RuntimeView> shared = view;

@@ -85,6 +85,10 @@ class UpstreamExchange {
   virtual bool wrote_any() const = 0;  // some byte of this request went out
   // The exchange ended cleanly both ways and its connection may carry another.
   virtual bool reusable() const = 0;
+  // An exchange on a shared (multiplexed) connection, which stays with the pool
+  // whatever happens to this exchange: it takes the idle timeout the connection is
+  // then kept for, and true; an exclusive one (HTTP/1.1) says false.
+  virtual bool release_shared(std::chrono::milliseconds /*idle_timeout*/) { return false; }
 };
 
 }  // namespace meshd::proxy

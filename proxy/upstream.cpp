@@ -235,12 +235,55 @@ awaitable<BodyEvent> UpstreamConnection::read_body(Clock::time_point deadline) {
   }
 }
 
+UpstreamPool::UpstreamPool(asio::any_io_executor ex)
+    : ex_(ex), connected_(std::make_unique<asio::steady_timer>(ex, Clock::time_point::max())) {}
+
+awaitable<std::unique_ptr<UpstreamExchange>> UpstreamPool::acquire_shared(const PoolKey& key,
+                                                                          std::shared_ptr<mesh::Endpoint> ep,
+                                                                          std::chrono::milliseconds connect_timeout,
+                                                                          std::int64_t* gauge, error_code& ec) {
+  const auto give_up = Clock::now() + connect_timeout;
+  for (int round = 0; round < 64; ++round) {
+    auto& list = shared_[key];
+    std::erase_if(list, [](const auto& c) { return c->closed(); });
+    bool connecting = false;
+    for (auto& c : list) {
+      if (c->can_open()) co_return c->open_exchange();
+      if (!c->connected() && !c->closed()) connecting = true;
+    }
+    if (connecting && Clock::now() < give_up) {
+      // One connection per endpoint: wait for the one being made (or its failure).
+      auto [wait_ec] = co_await connected_->async_wait(use_tuple);
+      static_cast<void>(wait_ec);  // cancelled when a connect ends
+      continue;
+    }
+    auto conn = std::make_shared<Http2UpstreamConnection>(ex_, ep, h2_limits_);
+    conn->count_connection();
+    conn->gauge = gauge;
+    ++*gauge;
+    list.push_back(conn);
+    ec = co_await conn->connect(connect_timeout);
+    connected_->cancel();  // the waiters look again
+    if (ec) {
+      auto& now_list = shared_[key];
+      std::erase(now_list, conn);
+      co_return nullptr;
+    }
+    if (auto x = conn->open_exchange()) co_return x;
+  }
+  ec = make_error_code(asio::error::timed_out);
+  co_return nullptr;
+}
+
 awaitable<std::unique_ptr<UpstreamExchange>> UpstreamPool::acquire(const PoolKey& key,
                                                                    std::shared_ptr<mesh::Endpoint> ep,
                                                                    std::chrono::milliseconds connect_timeout,
                                                                    HeadLimits limits, std::int64_t* gauge,
                                                                    error_code& ec) {
   ec.clear();
+  if (key.protocol == UpstreamProtocol::http2) {
+    co_return co_await acquire_shared(key, std::move(ep), connect_timeout, gauge, ec);
+  }
   if (auto it = idle_.find(key); it != idle_.end()) {
     auto& list = it->second;
     while (!list.empty()) {
@@ -265,7 +308,9 @@ awaitable<std::unique_ptr<UpstreamExchange>> UpstreamPool::acquire(const PoolKey
 
 void UpstreamPool::release(std::unique_ptr<UpstreamExchange> x, std::chrono::milliseconds idle_timeout,
                            std::size_t max_idle) {
-  // Every exchange is an HTTP/1.1 one until HTTP/2 lands (its key says which).
+  // A stream on a shared connection: the connection stays (the sweep retires it once
+  // idle for its timeout); the exchange goes.
+  if (!x || x->release_shared(idle_timeout)) return;
   std::unique_ptr<UpstreamConnection> c(static_cast<UpstreamConnection*>(x.release()));
   if (!c || !c->reusable() || !c->idle_and_open() || idle_timeout.count() <= 0) return;
   if (live_ && !live_->contains(c->endpoint().get())) return;  // removed while in use
@@ -277,8 +322,31 @@ void UpstreamPool::release(std::unique_ptr<UpstreamExchange> x, std::chrono::mil
   list.push_back({std::move(c), now, now + idle_timeout});
 }
 
+void UpstreamPool::clear() {
+  idle_.clear();
+  for (auto& [_, list] : shared_) {
+    for (auto& c : list) c->retire();
+  }
+}
+
+std::size_t UpstreamPool::shared_count() const {
+  std::size_t n = 0;
+  for (const auto& [_, list] : shared_) {
+    for (const auto& c : list) n += c->closed() ? 0 : 1;
+  }
+  return n;
+}
+
 void UpstreamPool::sweep() {
   const auto now = Clock::now();
+  for (auto it = shared_.begin(); it != shared_.end();) {
+    auto& list = it->second;
+    for (auto& c : list) {
+      if (c->idle() && now - c->idle_since() >= c->idle_timeout) c->retire();
+    }
+    std::erase_if(list, [](const auto& c) { return c->closed(); });
+    it = list.empty() ? shared_.erase(it) : std::next(it);
+  }
   for (auto it = idle_.begin(); it != idle_.end();) {
     auto& list = it->second;
     std::erase_if(list, [&](const Idle& i) { return now >= i.expires || !i.conn->idle_and_open(); });
@@ -290,6 +358,10 @@ void UpstreamPool::retain(std::unordered_set<const mesh::Endpoint*> keep) {
   live_ = std::move(keep);
   for (auto it = idle_.begin(); it != idle_.end();) {
     it = live_->contains(it->first.endpoint) ? std::next(it) : idle_.erase(it);
+  }
+  for (auto& [key, list] : shared_) {
+    if (live_->contains(key.endpoint)) continue;
+    for (auto& c : list) c->retire();
   }
 }
 

@@ -22,6 +22,7 @@
 #include "mesh/cluster/endpoints.hpp"
 #include "net/byte_buffer.hpp"
 #include "proxy/http1_codec.hpp"
+#include "proxy/http2_upstream.hpp"
 #include "proxy/io.hpp"
 #include "proxy/stream.hpp"
 
@@ -95,25 +96,36 @@ class UpstreamConnection final : public UpstreamExchange {
 class UpstreamPool {
  public:
   static constexpr std::chrono::milliseconds kPeekAfter{200};
-  explicit UpstreamPool(asio::any_io_executor ex) : ex_(ex) {}
+  explicit UpstreamPool(asio::any_io_executor ex);
   // An exchange on a pooled connection for `key` that is still good, or on a new one
   // (connect timeout); nullptr with `ec` when no connection could be made.
+  //
+  // HTTP/2 (key.protocol http2): a stream on the key's shared connection while it
+  // takes more (the server's SETTINGS_MAX_CONCURRENT_STREAMS), else on another; while
+  // a connection for the key is being made, requests wait for it instead of each
+  // opening one.
   awaitable<std::unique_ptr<UpstreamExchange>> acquire(const PoolKey& key, std::shared_ptr<mesh::Endpoint> ep,
                                                        std::chrono::milliseconds connect_timeout, HeadLimits limits,
                                                        std::int64_t* gauge, error_code& ec);
+  void set_http2_limits(const Http2ClientLimits& limits) { h2_limits_ = limits; }
   // Gives an exchange back when it ended: its connection is kept idle (when reusable)
   // up to `idle_timeout`, at most `max_idle` per key; otherwise closed.
   void release(std::unique_ptr<UpstreamExchange> x, std::chrono::milliseconds idle_timeout, std::size_t max_idle);
   // Closes idle connections past their timeout (called every second by the worker).
   void sweep();
-  void clear() { idle_.clear(); }
+  // Closes the idle HTTP/1.1 connections; HTTP/2 ones close once their streams end.
+  void clear();
   // Closes idle connections to endpoints not in `keep` (gone after a reload or a new
   // DNS answer); a connection to one of those that comes back from a request still in
   // flight is closed instead of pooled.
   void retain(std::unordered_set<const mesh::Endpoint*> keep);
   std::size_t idle_count() const;
+  std::size_t shared_count() const;  // HTTP/2 connections open
 
  private:
+  awaitable<std::unique_ptr<UpstreamExchange>> acquire_shared(const PoolKey& key, std::shared_ptr<mesh::Endpoint> ep,
+                                                              std::chrono::milliseconds connect_timeout,
+                                                              std::int64_t* gauge, error_code& ec);
   struct Idle {
     std::unique_ptr<UpstreamConnection> conn;
     Clock::time_point released;
@@ -125,6 +137,11 @@ class UpstreamPool {
   // connection keeps its endpoint alive, so an address here cannot be reused by a
   // different endpoint while that connection exists.
   std::optional<std::unordered_set<const mesh::Endpoint*>> live_;
+  // HTTP/2: the connections of each key, shared by their streams.
+  std::unordered_map<PoolKey, std::vector<std::shared_ptr<Http2UpstreamConnection>>, PoolKeyHash> shared_;
+  Http2ClientLimits h2_limits_;
+  // Woken (cancelled, never expiring) when a connection being made is up or failed.
+  std::unique_ptr<asio::steady_timer> connected_;
 };
 
 }  // namespace meshd::proxy

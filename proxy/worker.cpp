@@ -24,7 +24,13 @@ Worker::Worker(unsigned index, const Limits& limits)
           [this](tcp::socket s, std::size_t slot, std::string peer, Clock::time_point idle_since) {
             serve(std::move(s), slot, std::move(peer), idle_since);
           },
-          [this](std::size_t slot) { connection_closed(slot); })) {}
+          [this](std::size_t slot) { connection_closed(slot); })) {
+  Http2ClientLimits h2;
+  h2.initial_stream_window = static_cast<std::uint32_t>(limits.h2_initial_window_bytes);
+  h2.connection_window = static_cast<std::uint32_t>(limits.h2_connection_window_bytes);
+  h2.max_header_list_bytes = static_cast<std::uint32_t>(limits.h2_max_header_list_bytes);
+  pool_.set_http2_limits(h2);
+}
 
 Worker::~Worker() {
   stop();

@@ -36,6 +36,7 @@ struct IngressView {
   mesh::RouteTimeouts timeouts;          // the listener's timeouts
   std::shared_ptr<AppPoolLimit> app_limit;        // null: no connection-pool limit
   std::shared_ptr<mesh::TokenBucket> rate_limit;  // null: no rate limit
+  UpstreamProtocol app_protocol = UpstreamProtocol::http1;  // the listener's protocol (SPEC §7)
 };
 
 // What a worker routes with; replaced as a whole (a new snapshot or new endpoints).

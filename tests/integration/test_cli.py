@@ -276,21 +276,28 @@ class Refusals(unittest.TestCase):
         self.assertTrue(served, f"meshd did not serve {node_name} (exit {rc}):\n{err}")
 
     def test_own_listener_protocols(self):
-        for protocol, issue in (("http2", "issue 12"), ("grpc", "issue 12"), ("tcp", "issue 14")):
+        # http2 and grpc listeners are served (h2c downstream, HTTP/2 to the app); tcp is not.
+        for protocol in ("http2", "grpc"):
             with self.subTest(protocol=protocol):
-                reasons = self.refused(mesh_text([node("a", [listener(protocol)])]), "a",
-                                       ["virtualNodes[0].spec.listeners[0].portMapping.protocol"])
-                self.assertIn(issue, reasons["virtualNodes[0].spec.listeners[0].portMapping.protocol"])
+                self.serves(mesh_text([node("a", [listener(protocol)])]), "a")
+        p = "virtualNodes[0].spec.listeners[0].portMapping.protocol"
+        reason = self.refused(mesh_text([node("a", [listener("tcp")])]), "a", [p])[p]
+        self.assertIn("issue 14", reason)
+        self.assertNotIn("issue 12", reason)
 
     def test_own_listener_timeouts_and_pools_of_other_protocols(self):
-        cases = (("http2", {"http2": {"maxRequests": 10}}, {"http2": {"perRequest": {"value": 1, "unit": "s"}}}),
-                 ("grpc", {"grpc": {"maxRequests": 10}}, {"grpc": {"idle": {"value": 1, "unit": "s"}}}),
-                 ("tcp", {"tcp": {"maxConnections": 10}}, {"tcp": {"idle": {"value": 1, "unit": "s"}}}))
-        for protocol, pool, timeout in cases:
+        served = (("http2", {"http2": {"maxRequests": 10}}, {"http2": {"perRequest": {"value": 1, "unit": "s"}}}),
+                  ("grpc", {"grpc": {"maxRequests": 10}}, {"grpc": {"idle": {"value": 1, "unit": "s"}}}))
+        for protocol, pool, timeout in served:
             with self.subTest(protocol=protocol):
-                lp = "virtualNodes[0].spec.listeners[0]"
-                self.refused(mesh_text([node("a", [listener(protocol, connectionPool=pool, timeout=timeout)])]), "a",
-                             [lp + ".portMapping.protocol", f"{lp}.connectionPool.{protocol}", f"{lp}.timeout.{protocol}"])
+                self.serves(mesh_text([node("a", [listener(protocol, connectionPool=pool, timeout=timeout)])]), "a")
+        lp = "virtualNodes[0].spec.listeners[0]"
+        tcp = listener("tcp", connectionPool={"tcp": {"maxConnections": 10}},
+                       timeout={"tcp": {"idle": {"value": 1, "unit": "s"}}})
+        reasons = self.refused(mesh_text([node("a", [tcp])]), "a",
+                               [lp + ".portMapping.protocol", lp + ".connectionPool.tcp", lp + ".timeout.tcp"])
+        for p, reason in reasons.items():
+            self.assertIn("issue 14", reason, p)
 
     def test_own_listener_tls(self):
         for mode in ("STRICT", "PERMISSIVE"):
@@ -329,44 +336,57 @@ class Refusals(unittest.TestCase):
                     [client("svc.local"), node("b", [listener(protocol)])], [router_service("svc.local", "r")],
                     [{"name": "r", "spec": {"listeners": [listener(protocol)]}}],
                     [{"name": "one", "virtualRouterName": "r", "spec": spec}])
-                key = next(iter(spec))
+                if protocol != "tcp":  # http2Route and grpcRoute, their routers and targets are served
+                    self.serves(text, "client")
+                    continue
                 reasons = self.refused(text, "client", ["virtualRouters[0].spec.listeners[0].portMapping.protocol",
-                                                        f"routes[0].spec.{key}",
+                                                        "routes[0].spec.tcpRoute",
                                                         "virtualNodes[1].spec.listeners[0].portMapping.protocol"])
-                self.assertIn("issue 14" if protocol == "tcp" else "issue 12", reasons[f"routes[0].spec.{key}"])
+                for p, reason in reasons.items():
+                    self.assertIn("issue 14", reason, p)
 
     def test_called_listener(self):
-        cases = (
-            (listener("grpc"), "portMapping.protocol", "issue 12"),
+        refused = (
+            (listener("tcp"), "portMapping.protocol", "issue 14"),
             (listener(tls={"mode": "STRICT", "certificate": CERT}), "tls", "issue 13"),
             (listener(tls={"mode": "PERMISSIVE", "certificate": CERT}), "tls", "issue 13"),
-            (listener(healthCheck=dict(HC, protocol="grpc")), "healthCheck.protocol", "issue 12"),
-            (listener(healthCheck=dict(HC, protocol="http2", path="/")), "healthCheck.protocol", "issue 12"),
         )
-        for called, field, issue in cases:
+        for called, field, issue in refused:
             with self.subTest(field=field, listener=called):
                 text = mesh_text([client("b.local"), node("b", [called])], [node_service("b.local", "b")])
                 p = "virtualNodes[1].spec.listeners[0]." + field
                 self.assertIn(issue, self.refused(text, "client", [p])[p])
-        # What callers do serve: http and tcp health checks, outlier detection, DISABLED TLS.
-        served = listener(healthCheck=dict(HC, protocol="tcp"), tls={"mode": "DISABLED", "certificate": CERT},
-                          outlierDetection={"maxServerErrors": 5, "interval": {"value": 10, "unit": "s"},
-                                            "baseEjectionDuration": {"value": 30, "unit": "s"},
-                                            "maxEjectionPercent": 50})
-        self.serves(mesh_text([client("b.local"), node("b", [served])], [node_service("b.local", "b")]), "client")
+        # What callers do serve: http2 and grpc listeners (called over HTTP/2), health checks
+        # of every protocol, outlier detection, DISABLED TLS.
+        outlier = {"maxServerErrors": 5, "interval": {"value": 10, "unit": "s"},
+                   "baseEjectionDuration": {"value": 30, "unit": "s"}, "maxEjectionPercent": 50}
+        served = (
+            listener("http2"),
+            listener("grpc"),
+            listener("grpc", healthCheck=dict(HC, protocol="grpc")),
+            listener(healthCheck=dict(HC, protocol="grpc")),
+            listener(healthCheck=dict(HC, protocol="http2", path="/")),
+            listener(healthCheck=dict(HC, protocol="http", path="/")),
+            listener(healthCheck=dict(HC, protocol="tcp"), tls={"mode": "DISABLED", "certificate": CERT},
+                     outlierDetection=outlier),
+        )
+        for called in served:
+            with self.subTest(served=called):
+                self.serves(mesh_text([client("b.local"), node("b", [called])], [node_service("b.local", "b")]),
+                            "client")
 
     def test_only_the_parts_this_node_uses_are_checked(self):
-        # b's grpc listener on 9090 is not called: the route targets its 8080.
-        b = node("b", [listener("http", 8080), listener("grpc", 9090)])
+        # b's tcp listener on 9090 is not called: the route targets its 8080.
+        b = node("b", [listener("http", 8080), listener("tcp", 9090)])
         unused = node("lonely", [listener("tcp", tls={"mode": "STRICT", "certificate": CERT})],
                       backendDefaults={"clientPolicy": CLIENT_TLS})
         route = {"name": "all", "virtualRouterName": "r",
                  "spec": {"httpRoute": {"match": {"prefix": "/"},
                                         "action": {"weightedTargets": [{"virtualNode": "b", "weight": 1, "port": 8080}]}}}}
-        grpc_router = {"name": "g", "spec": {"listeners": [listener("grpc")]}}
+        tcp_router = {"name": "t", "spec": {"listeners": [listener("tcp")]}}  # no service of the client's
         text = mesh_text([client("svc.local"), b, unused],
-                         [router_service("svc.local", "r"), router_service("grpc.local", "g")],
-                         [{"name": "r", "spec": {"listeners": [listener("http")]}}, grpc_router], [route])
+                         [router_service("svc.local", "r"), router_service("db.local", "t")],
+                         [{"name": "r", "spec": {"listeners": [listener("http")]}}, tcp_router], [route])
         self.serves(text, "client")
         # The same file refuses the nodes that do use them.
         self.refused(text, "lonely", ["virtualNodes[2].spec.listeners[0].portMapping.protocol",

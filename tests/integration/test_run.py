@@ -972,15 +972,14 @@ class Lifecycle(Base):
         text = canary_mesh(self.v1.port, self.v2.port).replace(
             "  - name: v2\n    spec:\n      listeners: [{portMapping: {port: 8080, protocol: http}}]",
             "  - name: v2\n    spec:\n      listeners: [{portMapping: {port: 8080, protocol: http}, "
-            "healthCheck: {protocol: grpc, healthyThreshold: 2, unhealthyThreshold: 2, "
-            "timeoutMillis: 2000, intervalMillis: 5000}}]")
+            "tls: {mode: STRICT, certificate: {file: {certificateChain: /c.pem, privateKey: /k.pem}}}}]")
         path = os.path.join(self.tmp, "m.yaml")
         with open(path, "w") as f:
             f.write(text.replace("ACCESS_LOG", self.access_log))
         r = subprocess.run([harness.MESHD, "run", "--mesh", path, "--node", "client", "--egress-port", "0",
                             "--ingress-port", "0", "--admin", "127.0.0.1:0"], capture_output=True, text=True, timeout=10)
         self.assertEqual(r.returncode, 1)
-        self.assertIn("virtualNodes[2].spec.listeners[0].healthCheck.protocol", r.stderr)
+        self.assertIn("virtualNodes[2].spec.listeners[0].tls: not supported by this build", r.stderr)
 
     def test_port_in_use_exits_3_and_usage_exits_2(self):
         m = self.start()
@@ -1032,7 +1031,7 @@ class Lifecycle(Base):
             "      logging: {accessLog: {file: {path: ACCESS_LOG}}}\n"
             "      backendDefaults: {clientPolicy: {tls: {validation: {trust: {file: {certificateChain: /ca.pem}}}}}}").replace(
             "  - name: client\n    spec:\n      listeners: [{portMapping: {port: 3000, protocol: http}}]",
-            "  - name: client\n    spec:\n      listeners: [{portMapping: {port: 3000, protocol: http2}, "
+            "  - name: client\n    spec:\n      listeners: [{portMapping: {port: 3000, protocol: tcp}, "
             "rateLimit: {requestsPerUnit: 10, unit: SECOND}}]")
         path = os.path.join(self.tmp, "m.yaml")
         with open(path, "w") as f:

@@ -72,6 +72,7 @@ TEST_CASE("error table: the other kinds answer SPEC §3's statuses") {
       {ErrorKind::connect_failure, 503, "upstream_connect_failure"},
       {ErrorKind::upstream_reset, 502, "upstream_reset"},
       {ErrorKind::upstream_protocol, 502, "upstream_reset"},
+      {ErrorKind::upstream_refused, 502, "upstream_reset"},
       {ErrorKind::upstream_timeout, 504, "upstream_timeout"},
       {ErrorKind::per_try_timeout, 504, "upstream_timeout"},
       {ErrorKind::downstream_malformed, 400, "bad_request"},

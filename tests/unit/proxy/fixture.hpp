@@ -45,6 +45,7 @@
 #include "proxy/worker.hpp"
 #include "tests/unit/proxy/fixture/http1_client.hpp"
 #include "tests/unit/proxy/fixture/http2_client.hpp"
+#include "tests/unit/proxy/fixture/http2_upstream.hpp"
 #include "tests/unit/proxy/fixture/transport.hpp"
 #include "tests/unit/proxy/fixture/upstream.hpp"
 
@@ -84,9 +85,31 @@ inline Protocol h2c_client_protocol() {
   return p;
 }
 
-// Every lifecycle test runs once per entry. HTTP/2 upstreams and TLS are added here.
+// HTTP/2 end to end: the upstream nodes' listeners say http2 (their routes are
+// http2Routes), so meshd's client side speaks HTTP/2 to them too.
+inline Protocol http2_protocol() {
+  Protocol p = h2c_client_protocol();
+  p.name = "http2";
+  p.mesh_vars["protocol"] = "http2";
+  p.mesh_vars["route"] = "http2Route";
+  p.serve_upstream = [](FakeUpstream& up, std::unique_ptr<Transport> t, int connection) {
+    serve_http2(up, std::move(t), connection);
+  };
+  return p;
+}
+
+// An HTTP/1.1 client of an HTTP/2 upstream: the translation the other way.
+inline Protocol http1_to_http2_protocol() {
+  Protocol p = http2_protocol();
+  p.name = "http1 client, http2 upstream";
+  p.make_client = http1_protocol().make_client;
+  return p;
+}
+
+// Every lifecycle test runs once per entry. TLS is added here.
 inline const std::vector<Protocol>& protocols() {
-  static const std::vector<Protocol> all{http1_protocol(), h2c_client_protocol()};
+  static const std::vector<Protocol> all{http1_protocol(), h2c_client_protocol(), http2_protocol(),
+                                         http1_to_http2_protocol()};
   return all;
 }
 
@@ -233,6 +256,11 @@ class Fixture {
       in.app->ip = *net::parse_ip("127.0.0.1");
       in.app->port = it->second->port();
       in.app->text = net::endpoint_text(in.app->ip, in.app->port);
+    }
+    // The app behind the ingress port speaks the protocol of the upstream nodes'
+    // listeners (meshd's server takes it from the node's own listener).
+    if (auto it = vars.find("protocol"); it != vars.end() && (it->second == "http2" || it->second == "grpc")) {
+      in.app_protocol = proxy::UpstreamProtocol::http2;
     }
     view->ingress.push_back(std::move(in));
 

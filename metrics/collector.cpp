@@ -46,6 +46,19 @@ std::vector<MetricFamily> Collector::Collect() const {
   }
   out.push_back(std::move(requests));
 
+  auto grpc = family("meshd_grpc_responses_total", "gRPC responses answered downstream, by their grpc-status.",
+                     MetricType::Counter);
+  for (const auto& [k, v] : s.merged.grpc_responses) {
+    auto m = metric({{"direction", direction_name(k.direction)},
+                     {"virtual_service", *k.service},
+                     {"route", *k.route},
+                     {"target_virtual_node", *k.node},
+                     {"grpc_status", std::to_string(k.code)}});
+    m.counter.value = static_cast<double>(v);
+    grpc.metric.push_back(std::move(m));
+  }
+  out.push_back(std::move(grpc));
+
   auto durations = family("meshd_request_duration_seconds",
                           "Time from the request's first byte to the response's last byte.", MetricType::Histogram);
   for (const auto& [k, h] : s.merged.durations) {

@@ -35,6 +35,7 @@ void Histogram::merge(const Histogram& o) {
 
 void Shard::merge(const Shard& o) {
   for (const auto& [k, v] : o.requests) requests[k] += v;
+  for (const auto& [k, v] : o.grpc_responses) grpc_responses[k] += v;
   for (const auto& [k, v] : o.durations) durations[k].merge(v);
   for (const auto& [k, v] : o.retries) retries[k] += v;
   for (const auto& [k, v] : o.timeouts) timeouts[k] += v;

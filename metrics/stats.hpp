@@ -61,6 +61,7 @@ struct Histogram {
 
 struct Shard {
   std::unordered_map<RequestKey, std::uint64_t, KeyHash> requests;
+  std::unordered_map<RequestKey, std::uint64_t, KeyHash> grpc_responses;  // code: the grpc-status
   std::unordered_map<DurationKey, Histogram, KeyHash> durations;
   std::unordered_map<PairKey, std::uint64_t, KeyHash> retries;   // service, route
   std::unordered_map<PairKey, std::uint64_t, KeyHash> timeouts;  // service, node

@@ -95,6 +95,12 @@ std::size_t end_to_end_fields(const MessageHead& head, bool request, std::vector
   std::size_t framing_at = kFramingAtEnd;
   const HopByHop hop_by_hop(head);
   for (const auto& f : head.fields) {
+    // "TE: trailers" stays in a request's neutral head: HTTP/2 upstreams get it (gRPC
+    // needs it; SPEC §7), HTTP/1.1 ones do not (forwarded_fields drops it there).
+    if (request && f.name.size() == 2 && iequals_ascii(f.name, "te") && iequals_ascii(trim_ows(f.value), "trailers")) {
+      out.push_back(f);
+      continue;
+    }
     if (hop_by_hop(f.name) || (request && iequals_ascii(f.name, "expect"))) {
       if (framing_at == kFramingAtEnd &&
           (iequals_ascii(f.name, "content-length") || iequals_ascii(f.name, "transfer-encoding"))) {

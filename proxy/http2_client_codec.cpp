@@ -130,7 +130,11 @@ struct Http2ClientCodec::Callbacks {
         h.length = s->length;
         h.framing_at = s->framing_at;
         const bool interim = s->status >= 100 && s->status < 200;
-        h.has_body = !interim && !end && !s->head_request && s->status != 204 && s->status != 304;
+        const bool bodiless = s->head_request || s->status == 204 || s->status == 304;
+        h.has_body = !interim && !end && !bodiless;
+        // A final head with END_STREAM (a gRPC trailers-only answer) has an empty
+        // body, which HTTP/1.1 must frame (Content-Length: 0).
+        if (!interim && end && !bodiless) h.length = 0;
         if (!interim) {
           s->final_head = true;
           if (end) s->response.end();

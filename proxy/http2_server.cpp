@@ -31,8 +31,8 @@ Http2Limits limits_of(const Limits& l) {
 class Http2Connection::Stream final : public DownstreamStream {
  public:
   Stream(Http2Connection& conn, std::int32_t id, const RequestHead& head)
-      : conn_(conn), id_(id), readable_(conn.worker_.ioc().get_executor()),
-        writable_(conn.worker_.ioc().get_executor()) {
+      : conn_(conn), id_(id), direction_(conn.direction_), listener_(conn.listener_), peer_(conn.peer_),
+        readable_(conn.worker_.ioc().get_executor()), writable_(conn.worker_.ioc().get_executor()) {
     fields_.assign(head.fields, true);
     head_ = head;
     head_.method = fields_.keep(head.method);
@@ -50,7 +50,6 @@ class Http2Connection::Stream final : public DownstreamStream {
   bool closed() const { return closed_; }
   bool response_ended() const { return response_ended_; }
   bool lifecycle_done = false;
-  std::optional<RequestLifecycle> lifecycle;
 
   // From the connection.
   void wake_reader() { readable_.notify(); }
@@ -208,9 +207,11 @@ class Http2Connection::Stream final : public DownstreamStream {
 
   void close_after() override {}  // the connection carries other streams
 
-  metrics::Direction direction() const override { return conn_.direction_; }
-  std::size_t listener() const override { return conn_.listener_; }
-  const std::string& peer() const override { return conn_.peer_; }
+  // Copies: a worker that stops destroys its coroutines in no particular order, and
+  // a lifecycle's may outlast the connection's (it holds the stream, not the connection).
+  metrics::Direction direction() const override { return direction_; }
+  std::size_t listener() const override { return listener_; }
+  const std::string& peer() const override { return peer_; }
   std::string remote_address() override {
     error_code ec;
     auto r = conn_.stream_.tcp_socket().remote_endpoint(ec);
@@ -249,6 +250,9 @@ class Http2Connection::Stream final : public DownstreamStream {
 
   Http2Connection& conn_;
   std::int32_t id_;
+  metrics::Direction direction_;
+  std::size_t listener_;
+  std::string peer_;
   h2::FieldCopy fields_;
   RequestHead head_;
   std::string piece_;     // the body piece last handed out
@@ -321,9 +325,8 @@ void Http2Connection::end_all_streams() {
 
 void Http2Connection::on_request(std::int32_t id, const RequestHead& head) {
   ++streams_seen_;
-  auto owned = std::make_unique<Stream>(*this, id, head);
-  Stream* s = owned.get();
-  streams_.emplace(id, std::move(owned));
+  auto s = std::make_shared<Stream>(*this, id, head);
+  streams_.emplace(id, s);
   ++tasks_;
   // Started after this turn, not inside the codec's callback: a lifecycle may answer
   // at once (a local reply), and the codec is not to be re-entered from nghttp2's
@@ -332,7 +335,7 @@ void Http2Connection::on_request(std::int32_t id, const RequestHead& head) {
   asio::post(worker_.ioc(), [this, s] {
     // A stream the client reset before its lifecycle started is not forwarded.
     if (s->closed()) {
-      stream_done(s);
+      stream_done(*s);
       return;
     }
     asio::co_spawn(worker_.ioc(), serve_stream(s), asio::detached);
@@ -364,13 +367,16 @@ void Http2Connection::on_close(std::int32_t id, std::uint32_t code) {
   }
 }
 
-awaitable<void> Http2Connection::serve_stream(Stream* s) {
-  s->lifecycle.emplace(*s);
-  co_await s->lifecycle->run();
-  stream_done(s);
+awaitable<void> Http2Connection::serve_stream(std::shared_ptr<Stream> s) {
+  // The stream outlives its lifecycle even when a stopping worker destroys this
+  // frame (the parameter goes last).
+  RequestLifecycle lifecycle(*s);
+  co_await lifecycle.run();
+  stream_done(*s);
 }
 
-void Http2Connection::stream_done(Stream* s) {
+void Http2Connection::stream_done(Stream& stream) {
+  Stream* s = &stream;
   s->lifecycle_done = true;
   if (!s->closed() && !s->response_ended()) {
     // A lifecycle always answers; a stream left without an end is cut short.

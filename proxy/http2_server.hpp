@@ -57,8 +57,8 @@ class Http2Connection final : public ServedConnection, private Http2ServerEvents
   void on_close(std::int32_t id, std::uint32_t error_code) override;
 
   awaitable<void> write_loop();
-  awaitable<void> serve_stream(Stream* s);
-  void stream_done(Stream* s);
+  awaitable<void> serve_stream(std::shared_ptr<Stream> s);
+  void stream_done(Stream& s);
   void maybe_idle();  // no stream left: the idle timeout starts
   void go_away();     // GOAWAY with the last stream processed; open streams finish
   void kick() { writer_wake_.notify(); }  // the codec may have frames to write
@@ -73,7 +73,7 @@ class Http2Connection final : public ServedConnection, private Http2ServerEvents
   std::string peer_;
   std::string first_bytes_;
   Http2ServerCodec codec_;
-  std::map<std::int32_t, std::unique_ptr<Stream>> streams_;
+  std::map<std::int32_t, std::shared_ptr<Stream>> streams_;
   Signal writer_wake_;
   Signal all_done_;             // a task (the writer, a stream's lifecycle) ended
   std::size_t tasks_ = 0;       // the writer and the streams' lifecycles running

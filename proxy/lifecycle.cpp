@@ -2,6 +2,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/container/small_vector.hpp>
+#include <charconv>
 #include <cstdio>
 
 #include "mesh/compiled/request_view.hpp"
@@ -80,6 +81,7 @@ RequestLifecycle::RequestLifecycle(DownstreamStream& down)
 
 awaitable<void> RequestLifecycle::reply(LocalReply r, std::string_view detail) {
   flag_ = info(r).code;
+  if (req_.grpc) grpc_status_ = grpc_status(r);
   co_await down_.send_local_reply(r, detail);
 }
 
@@ -92,6 +94,7 @@ awaitable<void> RequestLifecycle::fail(ErrorKind kind, std::string_view detail) 
   flag_ = row.flag;
   if (row.source == ErrorSource::downstream) down_.close_after();
   if (row.reply && down_.status_sent() == 0 && kind != ErrorKind::downstream_closed) {
+    if (req_.grpc) grpc_status_ = grpc_status(*row.reply);
     co_await down_.send_local_reply(*row.reply, detail);
   }
 }
@@ -127,6 +130,7 @@ awaitable<void> RequestLifecycle::run() {
     co_await reply(LocalReply::not_implemented, "protocol upgrades are not supported");
   } else if (auto wait = pipeline_.rate_limit ? rate_limited() : std::nullopt; wait) {
     flag_ = info(LocalReply::rate_limited).code;
+    if (req_.grpc) grpc_status_ = grpc_status(LocalReply::rate_limited);
     co_await down_.send_local_reply(LocalReply::rate_limited, "", *wait);
   } else if (route()) {
     co_await forward();
@@ -455,12 +459,14 @@ awaitable<RequestLifecycle::Streamed> RequestLifecycle::stream_response(Upstream
         const std::string_view piece = ev->data;
         ev = up.next_body();
         if (ev && ev->kind == BodyEvent::Kind::end) {
+          note_grpc_status(ev->trailers);
           co_return co_await down_.send_end(piece, ev->trailers) ? Streamed::complete : Streamed::downstream_gone;
         }
         if (!co_await down_.send_data(piece)) co_return Streamed::downstream_gone;
         break;
       }
       case BodyEvent::Kind::end:
+        note_grpc_status(ev->trailers);
         co_return co_await down_.send_end({}, ev->trailers) ? Streamed::complete : Streamed::downstream_gone;
       case BodyEvent::Kind::reset:
         if (ev->cause == ResetCause::timeout) {
@@ -625,13 +631,18 @@ awaitable<void> RequestLifecycle::forward() {
     }
     keep_logged_response_headers(rh);
     report_outcome(*ep, rh.status >= 500);
-    if (target_.retry.retries_status(rh.status) && can_retry()) {
+    if (req_.grpc) note_grpc_status(rh.fields);  // a trailers-only answer carries it in its head
+    // grpcRetryEvents: on the grpc-status of a trailers-only answer (a status in
+    // trailers comes after the response has gone downstream).
+    const bool grpc_retry = req_.grpc && grpc_status_ && target_.retry.retries_grpc(*grpc_status_);
+    if ((target_.retry.retries_status(rh.status) || grpc_retry) && can_retry()) {
+      grpc_status_.reset();
       up.reset();  // not reading the rest of this response: the connection cannot be reused
       retry_counted();
       co_await backoff(attempt);
       continue;
     }
-    if (attempt > 0 && target_.retry.retries_status(rh.status)) {
+    if (attempt > 0 && (target_.retry.retries_status(rh.status) || grpc_retry)) {
       flag_ = attempt == target_.retry.max_retries ? kRetriesExhausted : kRetryBudgetExhausted;
     }
     const auto streamed = co_await stream_response(*up, rh);
@@ -653,6 +664,15 @@ awaitable<void> RequestLifecycle::forward() {
   }
 }
 
+void RequestLifecycle::note_grpc_status(std::span<const Field> fields) {
+  if (!req_.grpc) return;
+  if (auto v = find_field(fields, "grpc-status")) {
+    int code = 0;
+    const auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), code);
+    if (ec == std::errc() && end == v->data() + v->size() && code >= 0 && code < 1000) grpc_status_ = code;
+  }
+}
+
 void RequestLifecycle::record() {
   auto& stats = worker_.stats();
   const auto* service = target_.service ? target_.service->label : metrics::empty_label();
@@ -660,6 +680,9 @@ void RequestLifecycle::record() {
   const auto* node = node_label_ ? node_label_ : metrics::empty_label();
   const auto status = static_cast<std::uint16_t>(down_.status_sent());
   ++stats.requests[{down_.direction(), service, route, node, status}];
+  if (req_.grpc && grpc_status_) {
+    ++stats.grpc_responses[{down_.direction(), service, route, node, static_cast<std::uint16_t>(*grpc_status_)}];
+  }
   const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
   stats.durations[{down_.direction(), service, node}].observe(seconds);
   if (view_->access_log) {

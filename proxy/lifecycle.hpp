@@ -89,6 +89,9 @@ class RequestLifecycle {
   std::optional<Failure> failure_;
   awaitable<void> reply(LocalReply r, std::string_view detail);
   void record();
+  // The grpc-status of a gRPC request's answer, from a head or trailers (metrics, retries).
+  void note_grpc_status(std::span<const Field> fields);
+  std::optional<int> grpc_status_;
   void keep_logged_response_headers(const ResponseHead& response);
 
   DownstreamStream& down_;

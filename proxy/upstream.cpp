@@ -253,6 +253,7 @@ awaitable<std::unique_ptr<UpstreamExchange>> UpstreamPool::acquire_shared(const 
     }
     if (connecting && Clock::now() < give_up) {
       // One connection per endpoint: wait for the one being made (or its failure).
+      if (!connected_) break;  // the worker is ending
       auto [wait_ec] = co_await connected_->async_wait(use_tuple);
       static_cast<void>(wait_ec);  // cancelled when a connect ends
       continue;
@@ -263,7 +264,7 @@ awaitable<std::unique_ptr<UpstreamExchange>> UpstreamPool::acquire_shared(const 
     ++*gauge;
     list.push_back(conn);
     ec = co_await conn->connect(connect_timeout);
-    connected_->cancel();  // the waiters look again
+    if (connected_) connected_->cancel();  // the waiters look again
     if (ec) {
       auto& now_list = shared_[key];
       std::erase(now_list, conn);
@@ -327,6 +328,15 @@ void UpstreamPool::clear() {
   for (auto& [_, list] : shared_) {
     for (auto& c : list) c->retire();
   }
+}
+
+void UpstreamPool::shutdown() {
+  idle_.clear();
+  for (auto& [_, list] : shared_) {
+    for (auto& c : list) c->close();
+  }
+  shared_.clear();
+  connected_.reset();
 }
 
 std::size_t UpstreamPool::shared_count() const {

@@ -115,6 +115,8 @@ class UpstreamPool {
   void sweep();
   // Closes the idle HTTP/1.1 connections; HTTP/2 ones close once their streams end.
   void clear();
+  // Closes everything now and lets go of the io_context's objects (the worker ends).
+  void shutdown();
   // Closes idle connections to endpoints not in `keep` (gone after a reload or a new
   // DNS answer); a connection to one of those that comes back from a request still in
   // flight is closed instead of pooled.

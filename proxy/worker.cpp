@@ -34,7 +34,7 @@ Worker::Worker(unsigned index, const Limits& limits)
 
 Worker::~Worker() {
   stop();
-  pool_.clear();
+  pool_.shutdown();  // its connections and timer before their io_context
   parking_.reset();  // its timer and descriptor before their io_context
   acceptors_.clear();
   ioc_.reset();  // destroys what is left of the connections' coroutines

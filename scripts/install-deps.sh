@@ -14,7 +14,7 @@ PKGS=(
   # tests: promtool lints /metrics; haproxy is the transparency tests' reference proxy
   prometheus python3-yaml haproxy
   # HTTP/2 and gRPC peers: python3-h2 (hand-made frames), nghttp and h2load
-  python3-h2 nghttp2-client
+  python3-h2 nghttp2-client python3-grpcio
   # benchmarks: Google Benchmark for the microbenchmarks
   libbenchmark-dev
   # fuzzing: clang and its runtime (libFuzzer), named explicitly (only a recommendation of clang)

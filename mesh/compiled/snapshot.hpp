@@ -34,6 +34,20 @@ struct RetryPolicySpec {
   std::uint32_t budget_min_concurrent = 3;
   bool is_default = true;  // App Mesh's hidden default (no retryPolicy in the file)
 
+  // Whether a gRPC status code (1 CANCELLED, 4 DEADLINE_EXCEEDED, 8 RESOURCE_EXHAUSTED,
+  // 13 INTERNAL, 14 UNAVAILABLE) is among the grpcRetryEvents.
+  bool retries_grpc(int code) const {
+    int bit = -1;
+    switch (code) {
+      case 1: bit = static_cast<int>(GrpcRetryEvent::cancelled); break;
+      case 4: bit = static_cast<int>(GrpcRetryEvent::deadline_exceeded); break;
+      case 8: bit = static_cast<int>(GrpcRetryEvent::resource_exhausted); break;
+      case 13: bit = static_cast<int>(GrpcRetryEvent::internal); break;
+      case 14: bit = static_cast<int>(GrpcRetryEvent::unavailable); break;
+      default: return false;
+    }
+    return ((grpc_codes >> bit) & 1u) != 0;
+  }
   bool retries_status(int status) const {
     if (status == 409) return on_409;
     return status >= 500 && status < 532 && ((status_5xx >> (status - 500)) & 1u) != 0;

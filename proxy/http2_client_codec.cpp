@@ -100,6 +100,9 @@ struct Http2ClientCodec::Callbacks {
   static int on_frame_recv(nghttp2_session* /*session*/, const nghttp2_frame* frame, void* user) {
     auto& c = self(user);
     switch (frame->hd.type) {
+      case NGHTTP2_PING:
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) != 0 && c.pings_unanswered_ > 0) --c.pings_unanswered_;
+        break;
       case NGHTTP2_GOAWAY:
         c.goaway_ = true;
         c.events_.on_goaway(frame->goaway.last_stream_id, frame->goaway.error_code);
@@ -321,7 +324,9 @@ void Http2ClientCodec::reset(std::int32_t stream, std::uint32_t error_code) {
   if (find(stream) != nullptr) nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream, error_code);
 }
 
-void Http2ClientCodec::ping() { nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr); }
+void Http2ClientCodec::ping() {
+  if (nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr) == 0) ++pings_unanswered_;
+}
 
 void Http2ClientCodec::shutdown() {
   goaway_ = true;

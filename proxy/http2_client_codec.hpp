@@ -74,6 +74,7 @@ class Http2ClientCodec {
   std::optional<BodyEvent> take_body(std::int32_t stream);
   void reset(std::int32_t stream, std::uint32_t error_code);
   void ping();
+  bool ping_outstanding() const { return pings_unanswered_ > 0; }
   // A graceful end from our side (an idle connection): GOAWAY, no new streams.
   void shutdown();
 
@@ -97,6 +98,7 @@ class Http2ClientCodec {
   std::string out_;
   std::string wire_;
   bool goaway_ = false;  // received or sent
+  std::uint32_t pings_unanswered_ = 0;
   bool failed_ = false;
 };
 

@@ -97,24 +97,10 @@ struct Http2ServerCodec::Callbacks {
           return 0;
         }
         break;
-      case NGHTTP2_SETTINGS:
-      case NGHTTP2_PING:
-      case NGHTTP2_WINDOW_UPDATE:
-      case NGHTTP2_PRIORITY:
-        if (c.over_rate(c.control_frames_, c.control_window_, c.limits_.max_control_frames_per_second)) {
-          c.terminate(End::flood, NGHTTP2_ENHANCE_YOUR_CALM);
-          return 0;
-        }
-        break;
       case NGHTTP2_GOAWAY:
         if (c.end_ == End::none) c.end_ = End::peer_goaway;
         break;
       case NGHTTP2_DATA:
-        if (frame->hd.length == 0 && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0 &&
-            c.over_rate(c.control_frames_, c.control_window_, c.limits_.max_control_frames_per_second)) {
-          c.terminate(End::flood, NGHTTP2_ENHANCE_YOUR_CALM);
-          return 0;
-        }
         if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
           if (Stream* s = c.find(frame->hd.stream_id)) {
             s->request.end();
@@ -194,6 +180,9 @@ struct Http2ServerCodec::Callbacks {
   // once the response's last frame is out, so that its windows are not held.
   static int on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
     auto& c = self(user);
+    // Each DATA frame sent earns the client one WINDOW_UPDATE outside the flood
+    // budget: a fast download is not a flood.
+    if (frame->hd.type == NGHTTP2_DATA && frame->hd.length > 0) ++c.window_update_credit_;
     if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) {
       return 0;
@@ -313,6 +302,41 @@ std::size_t Http2ServerCodec::frame_left() const {
   return std::max<std::size_t>(payload_left_, 1);
 }
 
+void Http2ServerCodec::count_frame(std::uint8_t type, std::uint8_t flags, std::size_t length) {
+  // Counted from the frame header, so that frames nghttp2 drops without a callback
+  // (on closed streams, PRIORITY, duplicates) count too.
+  constexpr std::uint8_t kData = 0x0, kHeaders = 0x1, kPriority = 0x2, kSettings = 0x4, kPing = 0x6,
+                         kWindowUpdate = 0x8, kContinuation = 0x9;
+  constexpr std::uint8_t kEndStream = 0x1;
+  bool control = false;
+  switch (type) {
+    case kSettings:
+    case kPing:
+    case kPriority:
+      control = true;
+      break;
+    case kWindowUpdate:
+      if (window_update_credit_ > 0) {
+        --window_update_credit_;
+      } else {
+        control = true;
+      }
+      break;
+    case kData:
+    case kHeaders:
+    case kContinuation:
+      // Empty frames carry nothing but work (empty DATA without END_STREAM, empty
+      // header fragments).
+      control = length == 0 && (type == kContinuation || (flags & kEndStream) == 0);
+      break;
+    default:
+      break;
+  }
+  if (control && over_rate(control_frames_, control_window_, limits_.max_control_frames_per_second)) {
+    terminate(End::flood, NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+}
+
 void Http2ServerCodec::advance(std::string_view fed) {
   // Follows the frame boundaries of what nghttp2 took (fed never crosses one).
   if (fed.empty()) return;
@@ -325,6 +349,7 @@ void Http2ServerCodec::advance(std::string_view fed) {
     header_have_ += fed.size();
     if (header_have_ == kFrameHeader) {
       payload_left_ = (std::size_t{header_[0]} << 16) | (std::size_t{header_[1]} << 8) | header_[2];
+      count_frame(header_[3], header_[4], payload_left_);
       if (payload_left_ == 0) header_have_ = 0;  // the next frame
     }
     return;

@@ -133,6 +133,7 @@ class Http2ServerCodec {
   bool over_rate(std::uint32_t& count, Http2Clock::time_point& window, std::uint32_t limit);
   std::size_t frame_left() const;
   void advance(std::string_view fed);
+  void count_frame(std::uint8_t type, std::uint8_t flags, std::size_t length);
   void collect_output();
 
   const Http2Limits limits_;
@@ -151,6 +152,7 @@ class Http2ServerCodec {
   std::uint32_t resets_ = 0;
   Http2Clock::time_point resets_window_{};
   std::uint32_t control_frames_ = 0;
+  std::uint64_t window_update_credit_ = 0;  // DATA frames sent, each worth one WINDOW_UPDATE
   Http2Clock::time_point control_window_{};
   bool refused_pending_ = false;  // a stream was refused: its RST goes out before more input
 };

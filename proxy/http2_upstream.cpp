@@ -328,6 +328,19 @@ void Http2UpstreamConnection::end_all(std::uint32_t code) {
   for (auto& [id, x] : exchanges_) x->closed(code, id > goaway_last_);
 }
 
+void Http2UpstreamConnection::keepalive(Clock::time_point now, std::chrono::milliseconds interval) {
+  if (!connected_ || closed_ || interval.count() <= 0) return;
+  if (ping_sent_ && codec_.ping_outstanding()) {
+    if (now - *ping_sent_ >= interval) close();  // no answer: the peer or the path is gone
+    return;
+  }
+  if (now - last_read_ >= interval) {
+    codec_.ping();
+    ping_sent_ = now;
+    kick();
+  }
+}
+
 void Http2UpstreamConnection::retire() {
   retired_ = true;
   maybe_finish();
@@ -354,6 +367,7 @@ awaitable<void> Http2UpstreamConnection::read_loop(std::shared_ptr<Http2Upstream
   for (int guard = 0; guard < 1 << 30 && !closed_; ++guard) {
     auto [ec, n] = co_await stream_.async_read_some(asio::buffer(buffer));
     if (ec) break;
+    last_read_ = Clock::now();
     const bool ok = codec_.receive(std::string_view(buffer.data(), n));
     kick();
     if (!ok) break;

@@ -45,6 +45,11 @@ class Http2UpstreamConnection final : public std::enable_shared_from_this<Http2U
   std::size_t streams() const { return exchanges_.size() + opening_; }
   // No new streams: closes once its streams end (a drain, a reload's endpoint change).
   void retire();
+  // PING keep-alive (called every second by the pool's sweep): after `interval`
+  // without a byte from the server a PING goes out; one unanswered for `interval`
+  // more closes the connection (a dead peer or path is found before a request is
+  // sent into it). A zero interval turns it off.
+  void keepalive(Clock::time_point now, std::chrono::milliseconds interval);
   // Ends it now (the worker stops): every exchange sees its stream reset.
   void close();
   // No stream since this time (the pool's sweep retires it after its idle timeout).
@@ -80,6 +85,8 @@ class Http2UpstreamConnection final : public std::enable_shared_from_this<Http2U
   std::size_t opening_ = 0;  // exchanges handed out that have not opened their stream yet
   Signal writer_wake_;
   Clock::time_point idle_since_ = Clock::now();
+  Clock::time_point last_read_ = Clock::now();
+  std::optional<Clock::time_point> ping_sent_;
   std::int32_t goaway_last_ = 0x7fffffff;
   bool connected_ = false;
   bool used_ = false;  // an exchange was opened before (the next one is "reused")

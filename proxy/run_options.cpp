@@ -125,6 +125,7 @@ std::string Limits::set(const std::string& assignment) {
   if (name == "h2_initial_window_bytes") return h2(h2_initial_window_bytes, 1024);
   if (name == "h2_connection_window_bytes") return h2(h2_connection_window_bytes, 65535);
   if (name == "h2_max_resets_per_second") return h2(h2_max_resets_per_second, 1);
+  if (name == "h2_keepalive_interval") return dur(h2_keepalive_interval);
   if (name == "dns_resolvers") {
     dns_resolvers.clear();
     std::stringstream ss(value);
@@ -158,7 +159,8 @@ std::string Limits::describe() const {
       << "h2_max_header_list_bytes=" << h2_max_header_list_bytes << "\n"
       << "h2_initial_window_bytes=" << h2_initial_window_bytes << "\n"
       << "h2_connection_window_bytes=" << h2_connection_window_bytes << "\n"
-      << "h2_max_resets_per_second=" << h2_max_resets_per_second << "\n";
+      << "h2_max_resets_per_second=" << h2_max_resets_per_second << "\n"
+      << "h2_keepalive_interval=" << h2_keepalive_interval.count() << "ms\n";
   return out.str();
 }
 

@@ -34,6 +34,7 @@ struct Limits {
   std::size_t h2_initial_window_bytes = 64 * 1024;        // per stream
   std::size_t h2_connection_window_bytes = 1024 * 1024;  // per connection
   std::size_t h2_max_resets_per_second = 200;
+  milliseconds h2_keepalive_interval{30000};  // upstream HTTP/2 PING after this long without a byte; 0: off
 
   // Applies "NAME=VALUE"; returns an error message, or empty.
   std::string set(const std::string& assignment);

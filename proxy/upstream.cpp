@@ -353,6 +353,7 @@ void UpstreamPool::sweep() {
     auto& list = it->second;
     for (auto& c : list) {
       if (c->idle() && now - c->idle_since() >= c->idle_timeout) c->retire();
+      c->keepalive(now, h2_keepalive_);
     }
     std::erase_if(list, [](const auto& c) { return c->closed(); });
     it = list.empty() ? shared_.erase(it) : std::next(it);

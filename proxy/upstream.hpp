@@ -107,7 +107,10 @@ class UpstreamPool {
   awaitable<std::unique_ptr<UpstreamExchange>> acquire(const PoolKey& key, std::shared_ptr<mesh::Endpoint> ep,
                                                        std::chrono::milliseconds connect_timeout, HeadLimits limits,
                                                        std::int64_t* gauge, error_code& ec);
-  void set_http2_limits(const Http2ClientLimits& limits) { h2_limits_ = limits; }
+  void set_http2_limits(const Http2ClientLimits& limits, std::chrono::milliseconds keepalive) {
+    h2_limits_ = limits;
+    h2_keepalive_ = keepalive;
+  }
   // Gives an exchange back when it ended: its connection is kept idle (when reusable)
   // up to `idle_timeout`, at most `max_idle` per key; otherwise closed.
   void release(std::unique_ptr<UpstreamExchange> x, std::chrono::milliseconds idle_timeout, std::size_t max_idle);
@@ -142,6 +145,7 @@ class UpstreamPool {
   // HTTP/2: the connections of each key, shared by their streams.
   std::unordered_map<PoolKey, std::vector<std::shared_ptr<Http2UpstreamConnection>>, PoolKeyHash> shared_;
   Http2ClientLimits h2_limits_;
+  std::chrono::milliseconds h2_keepalive_{30000};
   // Woken (cancelled, never expiring) when a connection being made is up or failed.
   std::unique_ptr<asio::steady_timer> connected_;
 };

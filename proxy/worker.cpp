@@ -29,7 +29,7 @@ Worker::Worker(unsigned index, const Limits& limits)
   h2.initial_stream_window = static_cast<std::uint32_t>(limits.h2_initial_window_bytes);
   h2.connection_window = static_cast<std::uint32_t>(limits.h2_connection_window_bytes);
   h2.max_header_list_bytes = static_cast<std::uint32_t>(limits.h2_max_header_list_bytes);
-  pool_.set_http2_limits(h2);
+  pool_.set_http2_limits(h2, limits.h2_keepalive_interval);
 }
 
 Worker::~Worker() {

@@ -542,3 +542,53 @@ TEST_CASE("http2 codec: a response that ends before its request body is followed
   CHECK(r.closed.count(id) == 1);
   CHECK(server.open_streams() == 0);
 }
+
+TEST_CASE("http2 codec: WINDOW_UPDATE and PRIORITY floods count, also on streams nghttp2 ignores") {
+  for (const std::uint8_t type : {std::uint8_t{0x8}, std::uint8_t{0x2}}) {
+    Recorder r;
+    Http2Limits limits;
+    limits.max_control_frames_per_second = 50;
+    Http2ServerCodec server(limits, r);
+    std::string in(kPreface);
+    in += frame(0x4, 0, 0, "");
+    in += frame(0x1, 0x5, 1, get_block());  // stream 1 ends at once (closed once answered)
+    const std::string increment("\0\0\0\x01", 4);
+    const std::string priority("\0\0\0\x00\x10", 5);  // depends on stream 0, weight 17
+    for (int i = 0; i < 200; ++i) {
+      // Stream 99 was never opened: nghttp2 drops these without a callback.
+      in += type == 0x8 ? frame(0x8, 0, 99, increment) : frame(0x2, 0, 99, priority);
+    }
+    (void)server.output();
+    CHECK_FALSE(server.receive(in));
+    CHECK(server.why() == Http2ServerCodec::End::flood);
+  }
+}
+
+TEST_CASE("http2 codec: a client that sends a WINDOW_UPDATE for every DATA frame is not a flood") {
+  Recorder r;
+  Http2Limits limits;
+  limits.max_control_frames_per_second = 20;
+  Http2ServerCodec server(limits, r);
+  Client c;
+  const auto id = c.request("GET", "/download");
+  pump(c, server);
+  ResponseHead head;
+  head.status = 200;
+  REQUIRE(server.submit_head(id, head, false));
+  // 2 MB in 16 KiB frames: about 128 DATA frames, each answered by the client's own
+  // WINDOW_UPDATEs (stream and connection), far more than 20 in a second.
+  REQUIRE(server.submit_data(id, std::string(2 << 20, 'd'), true));
+  std::size_t updates = 0;
+  for (int i = 0; i < 2000 && !c.responses[id].ended; ++i) {
+    const std::string down(server.output());
+    if (!down.empty()) c.receive(down);
+    const auto up = c.output();
+    for (const auto& f : frames(up)) updates += f.type == 0x8 ? 1 : 0;
+    if (!up.empty()) REQUIRE(server.receive(up));
+    if (down.empty() && up.empty()) break;
+  }
+  CHECK(c.responses[id].ended);
+  CHECK(c.responses[id].body.size() == (2u << 20));
+  CHECK(updates > 20);
+  CHECK(server.why() == Http2ServerCodec::End::none);
+}

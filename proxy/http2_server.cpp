@@ -400,6 +400,7 @@ awaitable<void> Http2Connection::write_loop() {
       auto [ec, n] = co_await stream_.async_write(asio::buffer(out.data(), out.size()));
       watchdog_.disarm(Watchdog::write);
       if (ec) break;
+      if (codec_.open_streams() == 0) codec_.trim();
       continue;
     }
     if (closing_ || codec_.finished()) break;
@@ -423,7 +424,8 @@ awaitable<void> Http2Connection::run() {
   first_bytes_.clear();
   first_bytes_.shrink_to_fit();
   kick();
-  std::string buffer(16 * 1024, '\0');
+  constexpr std::size_t kBusyRead = 16 * 1024;
+  static thread_local std::array<char, kBusyRead> drain;  // the worker thread's (never awaited on)
   while (ok && !closing_) {
     // Without streams the connection is idle: after downstream_idle_timeout it is
     // closed with GOAWAY (SPEC §7), as a drain closes it; while draining, one that
@@ -435,7 +437,16 @@ awaitable<void> Http2Connection::run() {
     } else {
       watchdog_.disarm();
     }
-    auto [ec, n] = co_await stream_.async_read_some(asio::buffer(buffer));
+    char* into = idle_read_.data();
+    std::size_t room = idle_read_.size();
+    if (!streams_.empty()) {
+      if (!busy_read_) busy_read_ = std::make_unique<char[]>(kBusyRead);
+      into = busy_read_.get();
+      room = kBusyRead;
+    } else {
+      busy_read_.reset();
+    }
+    auto [ec, n] = co_await stream_.async_read_some(asio::buffer(into, room));
     if (ec) {
       if (watchdog_.fired() && !closing_ && !draining_) {
         // Idle: GOAWAY, then the writer ends the connection once it is out.
@@ -444,7 +455,23 @@ awaitable<void> Http2Connection::run() {
       }
       break;  // EOF, a reset, or the writer ended the connection
     }
-    ok = codec_.receive(std::string_view(buffer.data(), n));
+    ok = codec_.receive(std::string_view(into, n));
+    // A small read that filled up: the rest is read now, into the thread's buffer.
+    bool gone = false;
+    if (ok && into == idle_read_.data() && n == idle_read_.size()) {
+      for (int i = 0; ok && i < 64; ++i) {
+        error_code rec;
+        const std::size_t m = stream_.read_now(asio::buffer(drain), rec);
+        if (rec == asio::error::would_block || rec == asio::error::try_again) break;
+        if (rec) {
+          gone = true;  // EOF or a reset: as the read's error below
+          break;
+        }
+        ok = codec_.receive(std::string_view(drain.data(), m));
+        if (m < drain.size()) break;
+      }
+    }
+    if (gone) break;
     // A connection opened while draining is served what it sent first, then told
     // GOAWAY (as HTTP/1.1 answers it with Connection: close).
     if (ok && worker_.draining()) close_if_idle();

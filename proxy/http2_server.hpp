@@ -10,6 +10,7 @@
 // lifecycle takes them (the client's window opens by what was taken), and a stream's
 // response data waits for the wire only up to kStreamSendBuffer before send_data()
 // waits for room (the client's window, then the socket, hold the rest back).
+#include <array>
 #include <cstdint>
 #include <list>
 #include <map>
@@ -82,6 +83,11 @@ class Http2Connection final : public ServedConnection, private Http2ServerEvents
   std::size_t streams_seen_ = 0;  // requests received on this connection
   bool writer_done_ = false;
   std::list<ServedConnection*>::iterator tracked_;
+  // Reads: a few bytes in the connection while it has no stream (an idle connection
+  // holds no read buffer; what a full small read leaves is read at once into the
+  // worker thread's buffer), a buffer of its own while streams are open.
+  std::array<char, 256> idle_read_{};
+  std::unique_ptr<char[]> busy_read_;
 };
 
 }  // namespace meshd::proxy

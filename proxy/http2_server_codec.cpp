@@ -180,9 +180,9 @@ struct Http2ServerCodec::Callbacks {
   // once the response's last frame is out, so that its windows are not held.
   static int on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
     auto& c = self(user);
-    // Each DATA frame sent earns the client one WINDOW_UPDATE outside the flood
-    // budget: a fast download is not a flood.
-    if (frame->hd.type == NGHTTP2_DATA && frame->hd.length > 0) ++c.window_update_credit_;
+    // Each DATA frame sent earns the client two WINDOW_UPDATEs outside the flood
+    // budget (its stream's and the connection's): a fast download is not a flood.
+    if (frame->hd.type == NGHTTP2_DATA && frame->hd.length > 0) c.window_update_credit_ += 2;
     if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) {
       return 0;

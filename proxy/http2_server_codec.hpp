@@ -99,6 +99,11 @@ class Http2ServerCodec {
   // while it is being written).
   std::string_view output();
   static constexpr std::size_t kOutputCap = 64 * 1024;
+  // Gives back the output buffers' memory (an idle connection keeps none).
+  void trim() {
+    if (out_.empty()) std::string().swap(out_);
+    std::string().swap(wire_);
+  }
   // The session has nothing more to read or write: close the connection.
   bool finished() const;
   End why() const { return end_; }
@@ -152,7 +157,7 @@ class Http2ServerCodec {
   std::uint32_t resets_ = 0;
   Http2Clock::time_point resets_window_{};
   std::uint32_t control_frames_ = 0;
-  std::uint64_t window_update_credit_ = 0;  // DATA frames sent, each worth one WINDOW_UPDATE
+  std::uint64_t window_update_credit_ = 0;  // two WINDOW_UPDATEs per DATA frame sent
   Http2Clock::time_point control_window_{};
   bool refused_pending_ = false;  // a stream was refused: its RST goes out before more input
 };

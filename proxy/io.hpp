@@ -41,6 +41,16 @@ class ByteStream {
     return asio::async_write(socket_, b, use_tuple);
   }
   auto async_wait_readable() { return socket_.async_wait(tcp::socket::wait_read, use_tuple); }
+  // What can be read now without waiting (0 with would_block when nothing).
+  template <class Buffers>
+  std::size_t read_now(const Buffers& b, error_code& ec) {
+    if (!user_non_blocking_) {
+      socket_.non_blocking(true, ec);
+      if (ec) return 0;
+      user_non_blocking_ = true;
+    }
+    return socket_.read_some(b, ec);
+  }
   // Cancels the operations under way (they complete with operation_aborted).
   void cancel() {
     error_code ignored;
@@ -71,6 +81,7 @@ class ByteStream {
 
  private:
   tcp::socket socket_;
+  bool user_non_blocking_ = false;
 };
 
 // A wake-up for one coroutine waiting on its thread's io_context (an HTTP/2 stream

@@ -156,8 +156,17 @@ void Worker::serve(tcp::socket socket, std::size_t slot, std::string peer, std::
           }
         }
         if (h2) {
-          co_await h2->run();
-          h2.reset();
+          // Its own coroutine: this frame (which has room for a whole HTTP/1.1
+          // connection) ends now instead of staying for the HTTP/2 connection's life.
+          asio::co_spawn(
+              *ioc_,
+              [this, slot, c = std::move(h2)]() mutable -> awaitable<void> {
+                co_await c->run();
+                c.reset();
+                connection_closed(slot);
+              },
+              asio::detached);
+          co_return;
         }
         if (parking && !draining_ && !stopping_ && parking_->usable()) {
           parking_->park(std::move(*parking), slot, std::move(parked_peer), parked_since);

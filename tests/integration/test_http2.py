@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -314,6 +315,174 @@ def read_all(sock, timeout=5):
             return out, True
         out += chunk
     return out, False
+
+
+# ---------------------------------------------------------------- raw frames (floods)
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 2, 3, 4, 6, 7, 8, 9
+END_STREAM, ACK, END_HEADERS, PADDED = 0x1, 0x1, 0x4, 0x8
+FRAME_NAMES = {0: "DATA", 1: "HEADERS", 2: "PRIORITY", 3: "RST_STREAM", 4: "SETTINGS", 5: "PUSH_PROMISE",
+               6: "PING", 7: "GOAWAY", 8: "WINDOW_UPDATE", 9: "CONTINUATION"}
+
+
+def frame(ftype, flags, stream, payload=b""):
+    """One HTTP/2 frame, by hand (python3-h2 refuses to send floods)."""
+    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags, stream & 0x7FFFFFFF) + payload
+
+
+def window_update(stream, increment):
+    return frame(WINDOW_UPDATE, 0, stream, struct.pack(">I", increment))
+
+
+def hpack_int(value, prefix_bits, first=0):
+    """RFC 7541 §5.1: `value` on a `prefix_bits` prefix, the first byte's other bits `first`."""
+    top = (1 << prefix_bits) - 1
+    if value < top:
+        return bytes([first | value])
+    out = [first | top]
+    value -= top
+    while value >= 128:
+        out.append((value & 127) | 128)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def hpack_str(s):
+    return hpack_int(len(s), 7) + s  # not Huffman-coded
+
+
+def hpack_literal(name, value):
+    """Literal header field without indexing, new name (RFC 7541 §6.2.2)."""
+    return b"\x00" + hpack_str(name) + hpack_str(value)
+
+
+def hpack_request(path, authority="direct.local", method="GET"):
+    """A request's pseudo-headers: :method and :scheme http from the static table,
+    :path and :authority literal without indexing on the static names 4 and 1."""
+    return ({"GET": b"\x82", "POST": b"\x83"}[method] + b"\x86" + hpack_int(4, 4) + hpack_str(path.encode())
+            + hpack_int(1, 4) + hpack_str(authority.encode()))
+
+
+class RawH2:
+    """A raw h2c (prior knowledge) connection: the preface and an empty SETTINGS are
+    sent at once, a thread reads and splits what meshd sends into frames, each
+    with the time it came; `on_frame(conn, f)` (in that thread) may answer. DATA
+    payloads are not kept (only their flow-controlled and data lengths)."""
+
+    def __init__(self, port, on_frame=None, timeout=30):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.on_frame = on_frame
+        self.received = []     # dicts: t, type, flags, stream, length, payload (b"" for DATA), data_len
+        self.closed_at = None
+        self.close_how = None  # "EOF" or the exception's name (a reset)
+        self.send_error = None
+        self.sent_frames = None  # of the last send_frames(), the ones handed to the kernel
+        self.stopping = False
+        self.deadline = time.time() + timeout
+        self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0))
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        buf = bytearray()
+        for _ in range(10 ** 7):
+            if self.stopping or time.time() > self.deadline:
+                return
+            try:
+                data = self.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except OSError as e:
+                self.close_how, self.closed_at = type(e).__name__, time.time()
+                return
+            if not data:
+                self.close_how, self.closed_at = "EOF", time.time()
+                return
+            buf += data
+            now, off = time.time(), 0
+            for _ in range(1 << 20):
+                if len(buf) - off < 9:
+                    break
+                length = int.from_bytes(buf[off:off + 3], "big")
+                if len(buf) - off - 9 < length:
+                    break
+                ftype, flags = buf[off + 3], buf[off + 4]
+                stream = int.from_bytes(buf[off + 5:off + 9], "big") & 0x7FFFFFFF
+                payload = bytes(buf[off + 9:off + 9 + length]) if ftype != DATA else b""
+                data_len = length
+                if ftype == DATA and flags & PADDED and length:
+                    data_len = length - 1 - buf[off + 9]
+                f = {"t": now, "type": ftype, "flags": flags, "stream": stream, "length": length,
+                     "payload": payload, "data_len": data_len}
+                self.received.append(f)
+                off += 9 + length
+                if self.on_frame is not None:
+                    try:
+                        self.on_frame(self, f)
+                    except OSError:
+                        pass
+            del buf[:off]
+
+    def close(self):
+        self.stopping = True
+        for how in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
+            try:
+                how()
+            except OSError:
+                pass
+
+    def send(self, data):
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError as e:
+            self.send_error = (type(e).__name__, time.time())
+            return False
+
+    def send_frames(self, frames_list, batch=500):
+        """Sends the frames back to back (batches of `batch` per write); stops at a
+        refused write (meshd closed). The number written."""
+        self.sent_frames = 0
+        for i in range(0, len(frames_list), batch):
+            if not self.send(b"".join(frames_list[i:i + batch])):
+                break
+            self.sent_frames += len(frames_list[i:i + batch])
+        return self.sent_frames
+
+    def wait(self, predicate, timeout):
+        deadline = time.time() + timeout
+        for _ in range(int(timeout * 200) + 1):
+            if predicate():
+                return True
+            if self.closed_at is not None or time.time() > deadline:
+                break
+            time.sleep(0.005)
+        return predicate()
+
+    def handshake(self, timeout=3):
+        """Waits for meshd's SETTINGS and acknowledges it."""
+        ok = self.wait(lambda: any(f["type"] == SETTINGS and not f["flags"] & ACK for f in self.received), timeout)
+        if ok:
+            self.send(frame(SETTINGS, ACK, 0))
+        return ok
+
+    def goaways(self):
+        """(time, last stream id, error code) of every GOAWAY."""
+        return [(f["t"], int.from_bytes(f["payload"][0:4], "big") & 0x7FFFFFFF,
+                 int.from_bytes(f["payload"][4:8], "big")) for f in self.received if f["type"] == GOAWAY]
+
+    def summary(self, t0):
+        counts = {}
+        for f in self.received:
+            name = FRAME_NAMES.get(f["type"], str(f["type"]))
+            counts[name] = counts.get(name, 0) + 1
+        last = FRAME_NAMES.get(self.received[-1]["type"]) if self.received else None
+        goaways = [f"GOAWAY(last_stream={sid}, error=0x{code:x}) at +{t - t0:.3f}s" for t, sid, code in self.goaways()]
+        closed = f"closed ({self.close_how}) at +{self.closed_at - t0:.3f}s" if self.closed_at else "still open"
+        refused = f", a write refused ({self.send_error[0]}) at +{self.send_error[1] - t0:.3f}s" if self.send_error else ""
+        written = f"; {self.sent_frames} attack frames written" if self.sent_frames is not None else ""
+        return f"frames from meshd {counts}, last {last}; {goaways or 'no GOAWAY'}; {closed}{refused}{written}"
 
 
 # ---------------------------------------------------------------- recording upstream
@@ -793,6 +962,168 @@ class Abuse(Base):
         self.assertFalse(any(f[0] in (0x0, 0x1) for f in got), got)  # no DATA, no HEADERS
         self.assertEqual(len(self.all_requests()), 0)
         self.assertEqual(h2_get(m.port("egress"), "/next", "direct.local").status, 200)
+
+
+class Floods(Base):
+    """SPEC §7's floods, one test per attack: each is made on one connection, while a
+    well-behaved connection opened before it must keep being served, and meshd's
+    memory must stay bounded. The answer is GOAWAY ENHANCE_YOUR_CALM, then close."""
+
+    RSS_BOUND_KIB = 20 * 1024
+
+    def attack(self, prepare, flood, extra_args=(), settle=3.0):
+        """Starts meshd, opens the well-behaved connection (one GET through it), then
+        the attacker's: prepare(raw) after the handshake, flood(raw) timed. Returns
+        an observation dict (nothing asserted here, so that every check is reported)."""
+        m = self.start(extra_args=extra_args)
+        port = m.port("egress")
+        good = self.client(port)
+        before_get = good.get("/good/before", "direct.local")
+        warm = h2_get(port, "/big/1000000", "direct.local")  # allocators warmed up
+        rss_before = m.rss_kib()
+        raw = RawH2(port)
+        self.clients.append(raw)
+        handshake = raw.handshake()
+        if prepare is not None:
+            prepare(raw)
+        t0 = time.time()
+        flood(raw)
+        t_sent = time.time()
+        raw.wait(lambda: raw.closed_at is not None, settle)
+        rss_after = m.rss_kib()
+        after = good.get("/good/after", "direct.local")
+        time.sleep(0.1)  # a request forwarded by the attack would be at the upstream by now
+        return {"m": m, "raw": raw, "t0": t0, "sent_in": t_sent - t0, "handshake": handshake,
+                "before": before_get, "warm": warm, "after": after, "good": good,
+                "grown": rss_after - rss_before, "summary": raw.summary(t0)}
+
+    def assert_calm(self, o, goaway_within=2.0, closed_within=3.0):
+        """(1) GOAWAY ENHANCE_YOUR_CALM (the only GOAWAY, meshd's last frame) within
+        `goaway_within` s of the flood's first byte, then the connection closed within
+        `closed_within` s; (2) the well-behaved connection still served; (3) RSS."""
+        raw, t0, why = o["raw"], o["t0"], o["summary"]
+        self.assertTrue(o["handshake"], why)
+        self.assertEqual((o["before"].status, len(o["warm"].data)), (200, 1000000))
+        goaways = raw.goaways()
+        self.assertEqual([code for _, _, code in goaways], [ENHANCE_YOUR_CALM], why)
+        self.assertLess(goaways[0][0] - t0, goaway_within, why)
+        self.assertIsNotNone(raw.closed_at, why)
+        self.assertLess(raw.closed_at - t0, closed_within, why)
+        self.assertEqual(raw.received[-1]["type"], GOAWAY, why)
+        self.assert_others_unharmed(o)
+
+    def assert_others_unharmed(self, o):
+        r, why = o["after"], o["summary"]
+        self.assertEqual((r.status, r.reset, r.ended), (200, None, True), (r.events, why))
+        self.assertIsNone(o["good"].terminated, why)
+        self.assertFalse(o["good"].closed, why)
+        self.assertLess(o["grown"], self.RSS_BOUND_KIB, f"RSS grew by {o['grown']} KiB; {why}")
+
+    def attack_paths(self):
+        return [r["path"] for r in self.all_requests() if r["path"].startswith("/attack")]
+
+    def test_continuation_flood_gets_enhance_your_calm(self):
+        # HEADERS without END_HEADERS, then 30 CONTINUATIONs of one 1 KB literal each
+        # (31 KB in all: under the 60 KiB list limit, so that only the count trips);
+        # the 30th would end the block.
+        head = frame(HEADERS, END_STREAM, 1, hpack_request("/attack/continuation"))
+        conts = [frame(CONTINUATION, END_HEADERS if i == 29 else 0, 1,
+                       hpack_literal(b"x-fill-%02d" % i, b"c" * 1000)) for i in range(30)]
+        o = self.attack(None, lambda raw: raw.send_frames([head, *conts], batch=1))
+        self.assert_calm(o)
+        self.assertEqual(self.attack_paths(), [], o["summary"])
+        self.assertFalse(any(f["type"] == HEADERS for f in o["raw"].received), o["summary"])
+
+    def test_hpack_bomb_gets_enhance_your_calm(self):
+        # One 4000-byte value into the dynamic table (entry: 6 + 4000 + 32 = 4038 bytes,
+        # under the 4096 table), then referenced 100 times by index 62, one byte each:
+        # a ~4.2 KB block that decodes to ~408 KB, over the 60 KiB list limit.
+        block = (hpack_request("/attack/hpack") + b"\x40" + hpack_str(b"x-bomb") + hpack_str(b"b" * 4000)
+                 + hpack_int(62, 7, 0x80) * 100)
+        self.assertLess(len(block), 4400)
+        o = self.attack(None, lambda raw: raw.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, block)))
+        self.assert_calm(o)
+        self.assertEqual(self.attack_paths(), [], o["summary"])
+        self.assertFalse(any(f["type"] == HEADERS for f in o["raw"].received), o["summary"])
+
+    def test_ping_flood_gets_enhance_your_calm(self):
+        pings = [frame(PING, 0, 0, struct.pack(">Q", i)) for i in range(5000)]
+        o = self.attack(None, lambda raw: raw.send_frames(pings))
+        self.assert_calm(o)
+
+    def test_settings_flood_gets_enhance_your_calm(self):
+        settings = [frame(SETTINGS, 0, 0)] * 5000
+        o = self.attack(None, lambda raw: raw.send_frames(settings))
+        self.assert_calm(o)
+
+    def test_empty_data_flood_gets_enhance_your_calm(self):
+        # An open POST (no END_STREAM; the upstream waits for the body, so the
+        # response has not started), then 5000 empty DATA frames without END_STREAM.
+        def prepare(raw):
+            raw.send(frame(HEADERS, END_HEADERS, 1, hpack_request("/sleep/3000", method="POST")))
+        empties = [frame(DATA, 0, 1)] * 5000
+        o = self.attack(prepare, lambda raw: raw.send_frames(empties))
+        self.assert_calm(o)  # well before the 3 s sleep: the stream does not hold the close
+
+    def test_window_update_flood_gets_enhance_your_calm(self):
+        # A stream meshd sends nothing on (an open POST whose response has not
+        # started): 5000 WINDOW_UPDATEs of 1 on it (65535 + 5000: no overflow).
+        def prepare(raw):
+            raw.send(frame(HEADERS, END_HEADERS, 1, hpack_request("/sleep/3000", method="POST")))
+        updates = [window_update(1, 1)] * 5000
+        o = self.attack(prepare, lambda raw: raw.send_frames(updates))
+        self.assert_calm(o)
+
+    def test_window_updates_after_every_data_frame_of_a_download_are_not_a_flood(self):
+        # The counter-case: a client that gives back every DATA frame at once, on the
+        # stream and on the connection (thousands of WINDOW_UPDATEs per second).
+        n = 20 * 1000 * 1000
+        updates = [0]
+
+        def give_back(raw, f):
+            if f["type"] == DATA and f["stream"] == 1 and f["length"] and not f["flags"] & END_STREAM:
+                raw.sock.sendall(window_update(1, f["length"]) + window_update(0, f["length"]))
+                updates[0] += 2
+
+        def download(raw):
+            raw.on_frame = give_back
+            raw.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, hpack_request(f"/big/{n}")))
+            raw.wait(lambda: any(f["stream"] == 1 and f["type"] in (DATA, HEADERS) and f["flags"] & END_STREAM
+                                 or f["type"] in (GOAWAY, RST_STREAM) for f in raw.received), 12)
+
+        o = self.attack(None, download, settle=0.2)
+        raw, t0 = o["raw"], o["t0"]
+        data = [f for f in raw.received if f["type"] == DATA and f["stream"] == 1]
+        got = sum(f["data_len"] for f in data)
+        why = (f"{got} of {n} bytes in {len(data)} DATA frames, {updates[0]} WINDOW_UPDATEs sent, "
+               f"{o['sent_in']:.2f} s; {o['summary']}")
+        heads = [f for f in raw.received if f["type"] == HEADERS and f["stream"] == 1]
+        self.assertTrue(heads, why)
+        import hpack
+        status = dict(hpack.Decoder().decode(heads[0]["payload"])).get(":status")
+        self.assertEqual(status, "200", why)
+        self.assertEqual(raw.goaways(), [], why)
+        self.assertFalse(any(f["type"] == RST_STREAM for f in raw.received), why)
+        self.assertEqual(got, n, why)
+        self.assertTrue(data[-1]["flags"] & END_STREAM, why)
+        self.assertIsNone(raw.closed_at, why)
+        self.assertGreater(updates[0], 2000, why)  # thousands indeed
+        self.assert_others_unharmed(o)
+
+    def test_priority_flood_gets_enhance_your_calm(self):
+        # Stream 1 is served and closed first; then 5000 PRIORITY frames, half on
+        # stream 1 (closed), half on odd ids never opened (3, 5, ...).
+        def prepare(raw):
+            raw.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, hpack_request("/prio-first")))
+            raw.wait(lambda: any(f["stream"] == 1 and f["type"] in (DATA, HEADERS) and f["flags"] & END_STREAM
+                                 for f in raw.received), 3)
+        weight = b"\x10"
+        prios = [frame(PRIORITY, 0, 1 if i % 2 == 0 else 3 + i - 1, struct.pack(">I", 0) + weight)
+                 for i in range(5000)]
+        o = self.attack(prepare, lambda raw: raw.send_frames(prios))
+        self.assertTrue(any(f["stream"] == 1 and f["flags"] & END_STREAM for f in o["raw"].received),
+                        "stream 1 was not served: " + o["summary"])
+        self.assert_calm(o)
 
 
 class Lifecycle(Base):

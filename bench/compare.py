@@ -49,8 +49,9 @@ def wait_port(port, timeout=10):
 
 
 class Proxy:
-    def __init__(self, name, cmd, port, pid_of=None, env=None):
+    def __init__(self, name, cmd, port, pid_of=None, env=None, h2_port=None):
         self.name, self.port = name, port
+        self.h2_port = h2_port  # where HTTP/2 (h2c) is taken and sent on as HTTP/2; None: not compared
         self.proc = subprocess.Popen(["taskset", "-c", "0", *cmd], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, env=env)
         if not wait_port(port):
@@ -73,13 +74,27 @@ def write_bench_mesh(tmp, upstream_port):
         f.write(f"""mesh: {{name: bench}}
 virtualNodes:
   - name: bench
-    spec: {{backends: [{{virtualService: {{virtualServiceName: svc.local}}}}]}}
+    spec:
+      backends:
+        - {{virtualService: {{virtualServiceName: svc.local}}}}
+        - {{virtualService: {{virtualServiceName: h2.local}}}}
+        - {{virtualService: {{virtualServiceName: grpc.local}}}}
   - name: origin
     spec:
       listeners: [{{portMapping: {{port: 8080, protocol: http}}}}]
       serviceDiscovery: {{static: {{endpoints: [{{address: 127.0.0.1, port: {upstream_port}}}]}}}}
+  - name: origin-h2
+    spec:
+      listeners: [{{portMapping: {{port: 8080, protocol: http2}}}}]
+      serviceDiscovery: {{static: {{endpoints: [{{address: 127.0.0.1, port: {upstream_port}}}]}}}}
+  - name: origin-grpc
+    spec:
+      listeners: [{{portMapping: {{port: 8080, protocol: grpc}}}}]
+      serviceDiscovery: {{static: {{endpoints: [{{address: 127.0.0.1, port: {upstream_port}}}]}}}}
 virtualServices:
   - {{name: svc.local, spec: {{provider: {{virtualNode: {{virtualNodeName: origin}}}}}}}}
+  - {{name: h2.local, spec: {{provider: {{virtualNode: {{virtualNodeName: origin-h2}}}}}}}}
+  - {{name: grpc.local, spec: {{provider: {{virtualNode: {{virtualNodeName: origin-grpc}}}}}}}}
 """)
     return mesh
 
@@ -89,12 +104,14 @@ def start_proxies(tmp, upstream_port, meshd, which, idle, others=()):
     mesh = write_bench_mesh(tmp, upstream_port)
     for name, binary in ([("meshd", meshd)] if "meshd" in which else []) + list(others):
         port = free_port()
+        # The egress port takes HTTP/2 too (h2c); h2.local and grpc.local go upstream over HTTP/2.
         proxies.append(Proxy(name, [binary, "run", "--mesh", mesh, "--node", "bench", "--workers", "1",
                                     "--egress-port", str(port), "--ingress-port", "0",
                                     "--admin", "127.0.0.1:0", "--set", "max_connections_per_listener=100000"],
-                             port))
+                             port, h2_port=port))
     if "haproxy" in which:
         port = free_port()
+        h2_port = free_port()
         cfg = os.path.join(tmp, "haproxy.cfg")
         with open(cfg, "w") as f:
             f.write(f"""global
@@ -111,8 +128,13 @@ frontend f
   default_backend b
 backend b
   server s1 127.0.0.1:{upstream_port}
+frontend f2
+  bind 127.0.0.1:{h2_port} proto h2
+  default_backend b2
+backend b2
+  server s1 127.0.0.1:{upstream_port} proto h2
 """)
-        proxies.append(Proxy("haproxy", ["haproxy", "-db", "-f", cfg], port))
+        proxies.append(Proxy("haproxy", ["haproxy", "-db", "-f", cfg], port, h2_port=h2_port))
     if "nginx" in which:
         port = free_port()
         cfg = os.path.join(tmp, "nginx.conf")
@@ -156,6 +178,48 @@ def idle_connections(port, n):
     return socks
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_literal(name, value):
+    # HPACK: a literal field without indexing, new name, no Huffman (RFC 7541 §6.2.2).
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def idle_h2_connections(port, n, authority):
+    """Opens n HTTP/2 connections (h2c), each makes one request, then stays idle."""
+    block = (h2_literal(b":method", b"GET") + h2_literal(b":scheme", b"http") +
+             h2_literal(b":path", b"/bytes/2") + h2_literal(b":authority", authority))
+    hello = H2_PREFACE + h2_frame(4, 0, 0) + h2_frame(1, 0x5, 1, block)
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(hello)
+        socks.append(s)
+    for s in socks:
+        data, acked, done = b"", False, False
+        for _ in range(1000):
+            while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+                length, kind, flags = int.from_bytes(data[:3], "big"), data[3], data[4]
+                data = data[9 + length:]
+                if kind == 4 and not flags & 1 and not acked:
+                    s.sendall(h2_frame(4, 1, 0))  # SETTINGS ACK
+                    acked = True
+                if kind in (0, 1) and flags & 1:
+                    done = True
+            if done:
+                break
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return socks
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--meshd", required=True)
@@ -170,7 +234,7 @@ def main():
     ap.add_argument("--idle", type=int, default=default_idle)
     ap.add_argument("--proxies", default="direct,meshd,haproxy,nginx")
     ap.add_argument("--write", help="docs/benchmarks.md to update between the markers")
-    ap.add_argument("--scenarios", default="a,b,c,d,e", help="which of the scenarios a-e to run")
+    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h", help="which of the scenarios a-h to run")
     ap.add_argument("--also", action="append", default=[], metavar="NAME=MESHD",
                     help="another meshd binary to run beside the first (a build to compare with)")
     ap.add_argument("--rounds", type=int, default=1,
@@ -185,7 +249,12 @@ def main():
         ("b", "64 KiB responses, 64 connections", ["-c", "64"], "/bytes/65536"),
         ("c", "a new connection per request, 16 connections", ["-c", "16", "--no-keepalive"], "/bytes/2"),
         ("d", "open loop 1,000 req/s, 1 KiB responses, 16 connections", ["-c", "16", "-R", "1000"], "/bytes/1024"),
+        ("f", "HTTP/2 both sides, 16 connections x 16 streams, 2-byte responses", ["-c", "16", "--h2", "16"],
+         "/bytes/2"),
+        ("g", "gRPC unary both sides, 16 connections x 16 streams, 2-byte messages",
+         ["-c", "16", "--h2", "16", "--grpc", "-b", "hi"], "/bench.Bench/Echo"),
     ]
+    h2_host = {"f": "h2.local", "g": "grpc.local"}
     chosen = args.scenarios.split(",")
     scenarios = [s for s in scenarios if s[0] in chosen]
     rows = {}
@@ -194,21 +263,29 @@ def main():
         others = [tuple(a.split("=", 1)) for a in args.also]
         proxies = start_proxies(tmp, upstream_port, args.meshd, which, args.idle, others)
         targets = ([("direct", None, upstream_port)] if "direct" in which else []) + [(p.name, p, p.port) for p in proxies]
+        h2_ports = {"direct": upstream_port, **{p.name: p.h2_port for p in proxies}}
         for round_ in range(args.rounds):
             for name, proxy, port in targets:
                 time.sleep(0.5)
                 if round_ == 0:
                     rows[name] = {"rss_idle_kib": rss_kib(proxy.pid) if proxy else None}
                 for key, title, extra, path in scenarios:
+                    to, host = port, "svc.local"
+                    if key in h2_host:
+                        to, host = h2_ports.get(name), h2_host[key]
+                        if to is None:
+                            continue  # this proxy is not compared on HTTP/2
                     cpu0 = cpu_seconds(proxy.pid) if proxy else 0
                     res = subprocess.run(["taskset", "-c", "1", args.bench, "--quiet", "--json", "-d", str(args.duration),
-                                          *extra, "--connect", f"127.0.0.1:{port}", f"http://svc.local{path}"],
+                                          *extra, "--connect", f"127.0.0.1:{to}", f"http://{host}{path}"],
                                          capture_output=True, text=True, timeout=args.duration + 60)
                     r = json.loads(res.stdout)
                     cpu = (cpu_seconds(proxy.pid) - cpu0) if proxy else None
                     runs.setdefault((name, key), []).append({
                         "rps": r["throughput"], "p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"],
-                        "p999": r["latency_ms"]["p99.9"], "errors": sum(r["errors"].values()),
+                        "p999": r["latency_ms"]["p99.9"],
+                        # Transport errors and every answer that is not a 2xx (a local reply is not a benchmark).
+                        "errors": sum(r["errors"].values()) + sum(v for k, v in r["status"].items() if k != "2xx"),
                         "cpu_us": (cpu * 1e6 / r["requests"]) if proxy and r["requests"] else None})
                     print(f"{name:8s} {key}: {r['throughput']:9.0f} req/s  p99 {r['latency_ms']['p99']} ms"
                           + (f"  cpu {runs[(name, key)][-1]['cpu_us']:.2f} us/req" if proxy else ""), flush=True)
@@ -229,6 +306,20 @@ def main():
                     s.close()
                 print(f"{name:8s} e: {(after - before) / args.idle:.2f} KiB per idle connection; "
                       f"RSS idle {rows[name]['rss_idle_kib']} KiB, after load {rows[name]['rss_loaded_kib']} KiB", flush=True)
+        for name, proxy, port in targets:
+            # (h) the same for idle HTTP/2 connections (h2c, one request each).
+            if "h" not in chosen or not proxy or proxy.h2_port is None:
+                continue
+            n = min(args.idle, 2000)
+            before = rss_kib(proxy.pid)
+            socks = idle_h2_connections(proxy.h2_port, n, b"svc.local")
+            time.sleep(1)
+            after = rss_kib(proxy.pid)
+            rows[name]["kib_per_idle_h2"] = (after - before) / n
+            rows[name]["idle_h2"] = n
+            for s in socks:
+                s.close()
+            print(f"{name:8s} h: {(after - before) / n:.2f} KiB per idle HTTP/2 connection ({n})", flush=True)
         for p in proxies:
             p.stop()
     finally:
@@ -259,12 +350,24 @@ def render(rows, keys, titles, args):
         out.append("| target | req/s | proxy CPU µs/req | p50 ms | p99 ms | p99.9 ms | errors |")
         out.append("|---|---|---|---|---|---|---|")
         for name, row in rows.items():
+            if k not in row:
+                continue
             r = row[k]
             b = base[k] if base else None
             cpu = f"{r['cpu_us']:.1f}{ratio(r['cpu_us'], b and b['cpu_us'])}" if r["cpu_us"] is not None else "–"
             out.append(f"| {name} | {r['rps']:.0f}{ratio(r['rps'], b and b['rps'])} | {cpu} | "
                        f"{r['p50']}{ratio(r['p50'], b and b['p50'])} | {r['p99']}{ratio(r['p99'], b and b['p99'])} | "
                        f"{r['p999']}{ratio(r['p999'], b and b['p999'])} | {r['errors']} |")
+        out.append("")
+    if any("kib_per_idle_h2" in row for row in rows.values()):
+        n = next(row["idle_h2"] for row in rows.values() if "idle_h2" in row)
+        out.append(f"**(h) memory per idle HTTP/2 connection** (h2c, one request each, {n} connections)\n")
+        out.append("| proxy | KiB per idle HTTP/2 connection |")
+        out.append("|---|---|")
+        for name, row in rows.items():
+            if "kib_per_idle_h2" in row:
+                b = base or {}
+                out.append(f"| {name} | {row['kib_per_idle_h2']:.2f}{ratio(row['kib_per_idle_h2'], b.get('kib_per_idle_h2'))} |")
         out.append("")
     if not any("kib_per_idle" in row for row in rows.values()):
         return "\n".join(out)

@@ -33,6 +33,9 @@ constexpr const char* kUsage =
     "      --connect IP:PORT where to connect\n"
     "      --timeout S       per-request timeout (default 10)\n"
     "      --no-keepalive    a new connection for every request\n"
+    "      --h2 N            HTTP/2 (h2c prior knowledge), N streams in flight per connection\n"
+    "      --grpc            with --h2: gRPC unary calls (POST, the body as one message;\n"
+    "                        a response is 2xx only with grpc-status 0)\n"
     "      --json            print the result as JSON on stdout\n"
     "      --html FILE       write a self-contained HTML report\n"
     "      --quiet           no progress line\n";
@@ -102,6 +105,10 @@ int main(int argc, char** argv) {
       cfg.timeout_s = std::stod(value());
     } else if (a == "--no-keepalive") {
       cfg.keep_alive = false;
+    } else if (a == "--h2") {
+      cfg.h2_streams = static_cast<unsigned>(std::stoul(value()));
+    } else if (a == "--grpc") {
+      cfg.grpc = true;
     } else if (a == "--json") {
       json = true;
     } else if (a == "--html") {
@@ -114,6 +121,14 @@ int main(int argc, char** argv) {
     } else {
       urls.push_back(a);
     }
+  }
+  if (cfg.grpc && cfg.h2_streams == 0) {
+    std::cerr << "meshd-bench: --grpc needs --h2 N\n";
+    return 2;
+  }
+  if (cfg.h2_streams > 0 && (cfg.rate > 0 || !cfg.keep_alive)) {
+    std::cerr << "meshd-bench: --h2 runs a closed loop on kept connections (no -R, no --no-keepalive)\n";
+    return 2;
   }
   if (urls.empty() || cfg.connections == 0) {
     std::cerr << kUsage;
@@ -149,7 +164,9 @@ int main(int argc, char** argv) {
   Result r = run_load(cfg);
   r.title = method + " " + urls.front() + (urls.size() > 1 ? " (+" + std::to_string(urls.size() - 1) + " more)" : "") +
             ", " + std::to_string(cfg.connections) + " connections, " +
-            (cfg.rate > 0 ? "open loop" : "closed loop") + (cfg.keep_alive ? "" : ", no keep-alive");
+            (cfg.rate > 0 ? "open loop" : "closed loop") + (cfg.keep_alive ? "" : ", no keep-alive") +
+            (cfg.h2_streams > 0 ? ", HTTP/2 x" + std::to_string(cfg.h2_streams) + " streams" : "") +
+            (cfg.grpc ? ", gRPC" : "");
   std::cout << (json ? to_json(r) : summary_table(r));
   if (!html.empty()) {
     std::ofstream out(html);

@@ -175,6 +175,7 @@ asio::awaitable<void> connection(Shared& s, ThreadResult& out, unsigned index, t
 }  // namespace
 
 Result run_load(const LoadConfig& cfg) {
+  if (cfg.h2_streams > 0) return run_load_h2(cfg);
   Shared s{cfg, Clock::now(), Clock::now(), {}, {}, {}, {}};
   const tcp::endpoint ep(asio::ip::make_address(cfg.connect_ip), cfg.connect_port);
   std::vector<std::string> requests;

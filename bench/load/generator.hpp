@@ -35,6 +35,8 @@ struct LoadConfig {
   double timeout_s = 10;
   bool keep_alive = true;          // false: a new connection per request
   bool progress = true;
+  unsigned h2_streams = 0;         // > 0: HTTP/2 (h2c), this many streams in flight per connection
+  bool grpc = false;               // HTTP/2 gRPC unary calls (the body as one message)
 };
 
 // Schedules of the open loop: the k-th request of connection c (of n) at rate r.
@@ -43,6 +45,8 @@ std::chrono::nanoseconds scheduled_offset(double rate, unsigned connections, uns
 // The request bytes for a target.
 std::string build_request(const LoadConfig& cfg, const Target& t);
 
+// HTTP/1.1, or HTTP/2 when cfg.h2_streams > 0 (h2_generator.cpp).
 Result run_load(const LoadConfig& cfg);
+Result run_load_h2(const LoadConfig& cfg);
 
 }  // namespace meshd::bench

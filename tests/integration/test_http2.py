@@ -805,7 +805,8 @@ class FlowControl(Base):
         self.assertEqual(r.reset, None)
         self.assertFalse(r.ended)
         self.assertEqual(len(r.data), 65535)  # the client's initial window, and not a byte more
-        self.assertLess(grown, 20 * 1024, f"RSS grew by {grown} KiB for a reader that does not read")
+        if not harness.SANITIZED:  # (quarantined memory under the sanitizers)
+            self.assertLess(grown, 20 * 1024, f"RSS grew by {grown} KiB for a reader that does not read")
         c.close()
         # The stream's end reaches the upstream: the connection it was on is closed
         # (the warm-up's, pooled, stays).
@@ -1017,7 +1018,9 @@ class Floods(Base):
         self.assertEqual((r.status, r.reset, r.ended), (200, None, True), (r.events, why))
         self.assertIsNone(o["good"].terminated, why)
         self.assertFalse(o["good"].closed, why)
-        self.assertLess(o["grown"], self.RSS_BOUND_KIB, f"RSS grew by {o['grown']} KiB; {why}")
+        # (Under the sanitizers freed memory is quarantined: RSS says nothing there.)
+        if not harness.SANITIZED:
+            self.assertLess(o["grown"], self.RSS_BOUND_KIB, f"RSS grew by {o['grown']} KiB; {why}")
 
     def attack_paths(self):
         return [r["path"] for r in self.all_requests() if r["path"].startswith("/attack")]

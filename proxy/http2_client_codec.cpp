@@ -22,8 +22,8 @@ struct Http2ClientCodec::Stream {
   h2::SendBody request;
   // The response head being read (cleared after each head: an interim one, then the
   // final one), then its trailers.
-  std::vector<nghttp2_rcbuf*> held;
-  std::vector<Field> fields;
+  boost::container::small_vector<nghttp2_rcbuf*, 16> held;  // a typical response's inline
+  boost::container::small_vector<Field, 8> fields;
   std::size_t framing_at = kFramingAtEnd;
   std::optional<std::uint64_t> length;
   int status = 0;
@@ -271,9 +271,8 @@ std::int32_t Http2ClientCodec::submit_request(const OutgoingRequest& r, bool end
   forwarded_fields(
       r, true,
       [&](std::string_view name, std::string_view value, std::string_view appended) {
-        std::string lower = h2::lowercase(name);
-        if (h2::hop_by_hop(lower) || lower == "content-length") return;
-        const auto n = block.keep(std::move(lower));
+        const auto n = block.lower(name);
+        if (h2::hop_by_hop(n) || n == "content-length") return;
         if (appended.empty()) {
           block.add(n, value);
         } else {

@@ -33,13 +33,9 @@ class Http2Connection::Stream final : public DownstreamStream {
   Stream(Http2Connection& conn, std::int32_t id, const RequestHead& head)
       : conn_(conn), id_(id), direction_(conn.direction_), listener_(conn.listener_), peer_(conn.peer_),
         readable_(conn.worker_.ioc().get_executor()), writable_(conn.worker_.ioc().get_executor()) {
-    fields_.assign(head.fields, true);
     head_ = head;
-    head_.method = fields_.keep(head.method);
-    head_.scheme = fields_.keep(head.scheme);
-    head_.authority = fields_.keep(head.authority);
-    head_.path = fields_.keep(head.path);
-    head_.upgrade = fields_.keep(head.upgrade);
+    std::string_view* const pseudo[] = {&head_.method, &head_.scheme, &head_.authority, &head_.path, &head_.upgrade};
+    fields_.assign(head.fields, true, pseudo);
     // content-length is framing: the upstream adapter writes its own where this was
     // (the length itself is head.length, which the codec checked against the DATA).
     head_.framing_at = fields_.remove("content-length");

@@ -26,8 +26,9 @@ struct Http2ServerCodec::Stream {
     for (auto* b : held) nghttp2_rcbuf_decref(b);
   }
   std::int32_t id;
-  std::vector<nghttp2_rcbuf*> held;  // the request's names and values, kept for `fields`
-  std::vector<Field> fields;
+  // The request's names and values, kept for `fields` (a typical request's inline).
+  boost::container::small_vector<nghttp2_rcbuf*, 24> held;
+  boost::container::small_vector<Field, 10> fields;
   std::string_view method, scheme, authority, path, protocol;
   std::size_t header_bytes = 0;
   bool head_delivered = false;
@@ -405,12 +406,10 @@ namespace {
 
 // A response head: :status first, then the fields (the body's length, when the head
 // says one, where the sender had its framing field).
-h2::NvList response_block(const ResponseHead& head) {
-  h2::NvList block;
+void response_block(const ResponseHead& head, h2::NvList& block) {
   block.add(":status", block.keep(std::to_string(head.status)));
   const bool length = head.length && head.status >= 200 && head.status != 204;
   block.add_fields(head.fields, head.framing_at, length ? head.length : std::nullopt);
-  return block;
 }
 
 }  // namespace
@@ -420,7 +419,8 @@ bool Http2ServerCodec::submit_interim(std::int32_t stream, const ResponseHead& h
   if (s == nullptr || s->response_submitted || head.status < 100 || head.status > 199 || head.status == 101) {
     return false;
   }
-  const auto block = response_block(head);
+  h2::NvList block;
+  response_block(head, block);
   return nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, stream, nullptr, block.data(), block.size(), nullptr) >= 0;
 }
 
@@ -428,7 +428,8 @@ bool Http2ServerCodec::submit_head(std::int32_t stream, const ResponseHead& head
   Stream* s = find(stream);
   if (s == nullptr || s->response_submitted) return false;
   s->response_submitted = true;
-  const auto block = response_block(head);
+  h2::NvList block;
+  response_block(head, block);
   if (end) {
     s->response.submit(session_, stream, {}, true);
     return nghttp2_submit_response(session_, stream, block.data(), block.size(), nullptr) == 0;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "proxy/http1_write.hpp"
+
 namespace meshd::proxy::h2 {
 
 std::string lowercase(std::string_view name) {
@@ -18,31 +20,66 @@ bool hop_by_hop(std::string_view lower_name) {
          lower_name == "transfer-encoding" || lower_name == "upgrade";
 }
 
+namespace {
+// Connection-specific fields and content-length (framing), compared without case.
+bool connection_specific(std::string_view name) {
+  static constexpr std::string_view kNames[] = {"connection", "keep-alive", "proxy-connection",
+                                                 "transfer-encoding", "upgrade", "content-length"};
+  for (auto n : kNames) {
+    if (iequals_ascii(name, n)) return true;
+  }
+  return false;
+}
+}  // namespace
+
 void NvList::add(std::string_view name, std::string_view value) {
   nva_.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
                             reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(),
                             value.size(), NGHTTP2_NV_FLAG_NONE});
 }
 
-std::string_view NvList::keep(std::string text) { return text_.emplace_back(std::move(text)); }
+std::string_view NvList::keep(std::string_view text) {
+  if (used_ + text.size() <= arena_.size()) {
+    char* at = arena_.data() + used_;
+    std::memcpy(at, text.data(), text.size());
+    used_ += text.size();
+    return std::string_view(at, text.size());
+  }
+  return overflow_.emplace_back(text);
+}
+
+std::string_view NvList::lower(std::string_view name) {
+  bool upper = false;
+  for (char ch : name) upper = upper || (ch >= 'A' && ch <= 'Z');
+  if (!upper) return name;
+  if (used_ + name.size() > arena_.size()) return overflow_.emplace_back(lowercase(name));
+  char* at = arena_.data() + used_;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const char ch = name[i];
+    at[i] = ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch - 'A' + 'a') : ch;
+  }
+  used_ += name.size();
+  return std::string_view(at, name.size());
+}
 
 void NvList::add_fields(std::span<const Field> fields, std::size_t framing_at, std::optional<std::uint64_t> length) {
-  nva_.reserve(nva_.size() + fields.size() + 1);
   const std::size_t at = std::min(framing_at, fields.size());
   for (std::size_t i = 0; i <= fields.size(); ++i) {
     if (i == at && length) add("content-length", keep(std::to_string(*length)));
     if (i == fields.size()) break;
-    std::string lower = lowercase(fields[i].name);
-    if (hop_by_hop(lower) || lower == "content-length") continue;
-    add(keep(std::move(lower)), fields[i].value);
+    const auto& f = fields[i];
+    if (connection_specific(f.name)) continue;
+    add(lower(f.name), f.value);
   }
 }
 
 void NvList::add_trailers(std::span<const Field> trailers) {
   for (const auto& f : trailers) {
-    std::string lower = lowercase(f.name);
-    if (hop_by_hop(lower)) continue;
-    add(keep(std::move(lower)), keep(std::string(f.value)));
+    if (connection_specific(f.name)) continue;
+    // Sent later, when the body ends: names and values are copied (a name already
+    // lowercase too).
+    const auto lowered = lower(f.name);
+    add(lowered.data() == f.name.data() ? keep(lowered) : lowered, keep(f.value));
   }
 }
 
@@ -109,34 +146,36 @@ std::optional<BodyEvent> RecvBody::take(nghttp2_session* session, std::int32_t s
   return std::nullopt;
 }
 
-void FieldCopy::assign(std::span<const Field> in, bool join_cookies) {
+void FieldCopy::assign(std::span<const Field> in, bool join_cookies, std::span<std::string_view* const> also) {
+  // Everything goes into one arena reserved for all of it (a joined cookie takes no
+  // more room than its fields did), so views taken while appending stay valid.
   std::size_t bytes = 0;
   for (const auto& f : in) bytes += f.name.size() + f.value.size() + 2;
+  for (const auto* t : also) bytes += t->size();
   arena_.clear();
   arena_.reserve(bytes);
-  std::vector<std::pair<std::size_t, std::size_t>> at;  // offsets, fixed once the arena is full
-  std::vector<std::pair<std::size_t, std::size_t>> len;
-  std::optional<std::size_t> cookie;  // index in `at` of the joined cookie
+  fields_.clear();
+  fields_.reserve(in.size());
+  auto copy = [&](std::string_view text) {
+    const std::size_t at = arena_.size();
+    arena_.append(text);
+    return std::string_view(arena_).substr(at, text.size());
+  };
+  std::optional<std::size_t> cookie;  // index in fields_ of the joined cookie
   for (const auto& f : in) {
-    if (join_cookies && f.name == "cookie" && cookie) {
-      // Appended to the joined value, which must be the arena's last piece.
-      continue;
-    }
     if (join_cookies && f.name == "cookie") {
-      cookie = at.size();
-      // All cookie values, joined, at the arena's end after the other fields.
-      at.emplace_back(0, 0);
-      len.emplace_back(0, 0);
+      if (!cookie) {
+        cookie = fields_.size();
+        fields_.push_back(Field{});  // filled in below, at the arena's end
+      }
       continue;
     }
-    at.emplace_back(arena_.size(), arena_.size() + f.name.size());
-    arena_.append(f.name);
-    arena_.append(f.value);
-    len.emplace_back(f.name.size(), f.value.size());
+    const auto name = copy(f.name);
+    fields_.push_back(Field{name, copy(f.value)});
   }
   if (cookie) {
+    const auto name = copy("cookie");
     const std::size_t start = arena_.size();
-    arena_.append("cookie");
     bool first = true;
     for (const auto& f : in) {
       if (f.name != "cookie") continue;
@@ -144,15 +183,9 @@ void FieldCopy::assign(std::span<const Field> in, bool join_cookies) {
       arena_.append(f.value);
       first = false;
     }
-    at[*cookie] = {start, start + 6};
-    len[*cookie] = {6, arena_.size() - start - 6};
+    fields_[*cookie] = Field{name, std::string_view(arena_).substr(start, arena_.size() - start)};
   }
-  fields_.clear();
-  fields_.reserve(at.size());
-  for (std::size_t i = 0; i < at.size(); ++i) {
-    fields_.push_back(Field{std::string_view(arena_).substr(at[i].first, len[i].first),
-                            std::string_view(arena_).substr(at[i].second, len[i].second)});
-  }
+  for (auto* t : also) *t = copy(*t);
 }
 
 void collect(nghttp2_session* session, std::string& out, std::size_t cap) {

@@ -6,6 +6,8 @@
 // was taken), and the collection of a session's output.
 #include <nghttp2/nghttp2.h>
 
+#include <boost/container/small_vector.hpp>
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <list>
@@ -29,23 +31,33 @@ std::string lowercase(std::string_view name);
 // Connection-specific fields, which HTTP/2 must not carry (RFC 9113 §8.2.2).
 bool hop_by_hop(std::string_view lower_name);
 
-// A header block as nghttp2 takes it (it copies the block on submission).
+// A header block as nghttp2 takes it (it copies the block on submission). Names
+// already lowercase and values are not copied (they outlive the submission); what
+// is made here (lowercased names, numbers, joined values) goes into an arena inside
+// the list: a typical block costs no allocation (it lives on the stack).
 class NvList {
  public:
+  NvList() = default;
+  NvList(const NvList&) = delete;  // entries point into the arena
+  NvList& operator=(const NvList&) = delete;
   void add(std::string_view name, std::string_view value);
+  // `name` lowercased: itself when it is already lowercase, else a copy.
+  std::string_view lower(std::string_view name);
   // Fields of a message, lowercased, connection-specific ones and content-length
   // left out; `length` (when set) goes where the sender had its framing field.
   void add_fields(std::span<const Field> fields, std::size_t framing_at, std::optional<std::uint64_t> length);
   // A trailer block: names lowercased, connection-specific ones left out.
   void add_trailers(std::span<const Field> trailers);
-  std::string_view keep(std::string text);  // stored for the list's lifetime
+  std::string_view keep(std::string_view text);  // stored for the list's lifetime
   const nghttp2_nv* data() const { return nva_.data(); }
   std::size_t size() const { return nva_.size(); }
   bool empty() const { return nva_.empty(); }
 
  private:
-  std::deque<std::string> text_;  // stable addresses
-  std::vector<nghttp2_nv> nva_;
+  std::array<char, 1024> arena_;      // views into it stay valid (never moved)
+  std::size_t used_ = 0;
+  std::deque<std::string> overflow_;  // what did not fit (stable addresses)
+  boost::container::small_vector<nghttp2_nv, 24> nva_;
 };
 
 // The outgoing body of a stream: data submitted and not yet framed, its end, and the
@@ -101,8 +113,10 @@ class FieldCopy {
   FieldCopy(const FieldCopy&) = delete;  // the fields point into the arena
   FieldCopy& operator=(const FieldCopy&) = delete;
   // `join_cookies`: HTTP/2 may split Cookie into several fields; one field joined
-  // with "; " is what an HTTP/1.1 upstream must get (RFC 9113 §8.2.3).
-  void assign(std::span<const Field> in, bool join_cookies);
+  // with "; " is what an HTTP/1.1 upstream must get (RFC 9113 §8.2.3). `also`: other
+  // texts (a head's pseudo-header values) copied into the same arena, each view
+  // pointed at its copy.
+  void assign(std::span<const Field> in, bool join_cookies, std::span<std::string_view* const> also = {});
   std::span<const Field> fields() const { return fields_; }
   // Takes the first field named `name` (lowercase) out; where it was, or npos.
   std::size_t remove(std::string_view name) {
@@ -114,16 +128,10 @@ class FieldCopy {
     }
     return kFramingAtEnd;
   }
-  // A view of `text` kept in the arena's own storage (for pseudo-header values).
-  std::string_view keep(std::string_view text) {
-    owned_.emplace_back(text);
-    return owned_.back();
-  }
 
  private:
   std::string arena_;
   std::vector<Field> fields_;
-  std::list<std::string> owned_;
 };
 
 

@@ -7,6 +7,7 @@ client through the client's egress — the canary metadata route, the service ro
 its UNAVAILABLE retries. examples/http2-route.yaml: python3-h2 servers and client —
 the x-canary header route, the 80/20 split, the server-error retries."""
 import argparse
+import json
 import os
 import socket
 import sys
@@ -437,6 +438,72 @@ class Http2RouteExample(unittest.TestCase):
         self.assertEqual(r.status, 404, bytes(r.data))
         attempts = [p for s in self.servers for p in s.paths() if "/client/" in p]
         self.assertEqual(len(attempts), 1, attempts)
+
+
+class Http2HealthChecks(unittest.TestCase):
+    """healthCheck protocol http2 (SPEC §7: GET path over h2c, 2xx passes), against
+    the python3-h2 servers above (not an example file: the same servers, two nodes
+    whose checks are answered 200 and 503)."""
+
+    GOOD, BAD = "127.0.0.4", "127.0.0.5"
+
+    def test_http2_health_checks_mark_the_failing_endpoint_unhealthy(self):
+        shared = {"lock": threading.Lock(), "counters": {}}
+        try:
+            good = H2Server("good", self.GOOD, shared)
+        except OSError as e:
+            self.fail(str(e))
+        self.addCleanup(good.close)
+        try:
+            bad = H2Server("bad", self.BAD, shared)
+        except OSError as e:
+            self.fail(str(e))
+        self.addCleanup(bad.close)
+        check = ("healthCheck: {{protocol: http2, path: '{path}', healthyThreshold: 2, unhealthyThreshold: 2, "
+                 "timeoutMillis: 2000, intervalMillis: 5000}}")
+        text = f"""
+mesh: {{name: h2-health}}
+virtualNodes:
+  - name: client
+    spec:
+      backends: [{{virtualService: {{virtualServiceName: good.h2.local}}}}, {{virtualService: {{virtualServiceName: bad.h2.local}}}}]
+  - name: good
+    spec:
+      listeners:
+        - portMapping: {{port: {PORT}, protocol: http2}}
+          {check.format(path="/healthz")}
+      serviceDiscovery: {{static: {{endpoints: [{{address: {self.GOOD}, port: {PORT}}}]}}}}
+  - name: bad
+    spec:
+      listeners:
+        - portMapping: {{port: {PORT}, protocol: http2}}
+          {check.format(path="/fail/hc/100000/503")}
+      serviceDiscovery: {{static: {{endpoints: [{{address: {self.BAD}, port: {PORT}}}]}}}}
+virtualServices:
+  - {{name: good.h2.local, spec: {{provider: {{virtualNode: {{virtualNodeName: good}}}}}}}}
+  - {{name: bad.h2.local, spec: {{provider: {{virtualNode: {{virtualNodeName: bad}}}}}}}}
+"""
+        for _ in range(50):  # the binary may be briefly missing while it is rebuilt
+            if os.path.exists(harness.MESHD):
+                break
+            time.sleep(0.2)
+        m = Meshd(text, "client")
+        self.addCleanup(m.stop_and_check, self)
+        self.assertTrue(m.wait_ready(timeout=8), m.stderr())  # the first round of checks answered
+        status, _, body = m.admin("/clusters")
+        self.assertEqual(status, 200)
+        health = {}
+        for c in json.loads(body)["clusters"]:
+            for e in c["endpoints"]:
+                health[c["virtual_node"]] = e["healthy"]
+        self.assertEqual(health, {"good": True, "bad": False}, body)
+        # The checks came over HTTP/2, GET of the path, with meshd's user agent.
+        self.assertIn("/healthz", good.paths())
+        head = next(r["headers"] for r in good.requests if r["path"] == "/healthz")
+        self.assertEqual((head.get(":method"), head.get("user-agent")), ("GET", "meshd-health-check"), head)
+        self.assertIn("/fail/hc/100000/503", bad.paths())
+        self.assertEqual(m.metric("meshd_endpoint_healthy", target_virtual_node="good"), 1)
+        self.assertEqual(m.metric("meshd_endpoint_healthy", target_virtual_node="bad"), 0)
 
 
 if __name__ == "__main__":

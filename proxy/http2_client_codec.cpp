@@ -160,6 +160,7 @@ struct Http2ClientCodec::Callbacks {
       return 0;
     }
     s->response.append(std::string_view(reinterpret_cast<const char*>(data), len));
+    nghttp2_session_consume_connection(c.session_, len);  // held against the stream's window only
     c.events_.on_body(stream);
     return 0;
   }
@@ -173,7 +174,6 @@ struct Http2ClientCodec::Callbacks {
     s.closing = true;
     // During on_close, take_body() still gives what was received (the adapter keeps it).
     c.events_.on_close(stream, error_code);
-    if (s.response.held() > 0) nghttp2_session_consume_connection(c.session_, s.response.held());
     c.streams_.erase(stream);
     return 0;
   }

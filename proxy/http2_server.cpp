@@ -39,6 +39,11 @@ class Http2Connection::Stream final : public DownstreamStream {
     // content-length is framing: the upstream adapter writes its own where this was
     // (the length itself is head.length, which the codec checked against the DATA).
     head_.framing_at = fields_.remove("content-length");
+    if (auto expect = find_field(fields_.fields(), "expect")) {
+      expect_continue_ = head_.has_body && iequals_ascii(*expect, "100-continue");
+      const auto at = fields_.remove("expect");
+      if (at != kFramingAtEnd && head_.framing_at != kFramingAtEnd && at < head_.framing_at) --head_.framing_at;
+    }
     head_.fields = fields_.fields();
   }
 
@@ -49,6 +54,11 @@ class Http2Connection::Stream final : public DownstreamStream {
 
   // From the connection.
   void wake_reader() { readable_.notify(); }
+  // Until the stream's data moves on (or it closes), at most `idle`; false at the deadline.
+  awaitable<bool> wait_progress(std::chrono::milliseconds idle) {
+    const auto deadline = idle.count() > 0 ? Clock::now() + idle : Clock::time_point::max();
+    co_return co_await writable_.wait(deadline);
+  }
   void wake_writer() { writable_.notify(); }
   void closed_by_codec(std::uint32_t code) {
     closed_ = true;
@@ -62,6 +72,17 @@ class Http2Connection::Stream final : public DownstreamStream {
 
   awaitable<BodyEvent> read_body(std::chrono::milliseconds idle) override {
     const auto deadline = idle.count() > 0 ? Clock::now() + idle : Clock::time_point::max();
+    if (expect_continue_) {
+      // The client waits for this before its body (RFC 9110 §10.1.1); meshd answers
+      // Expect itself, as for HTTP/1.1 (the upstream never sees it).
+      expect_continue_ = false;
+      if (!closed_ && status_sent_ == 0) {
+        ResponseHead interim;
+        interim.status = 100;
+        conn_.codec_.submit_interim(id_, interim);
+        conn_.kick();
+      }
+    }
     for (int guard = 0; guard < 1 << 20; ++guard) {
       if (read_cancelled_) co_return reset(ResetCause::closed);
       if (body_ended_) co_return BodyEvent{BodyEvent::Kind::end, {}, trailers_.fields()};
@@ -231,7 +252,8 @@ class Http2Connection::Stream final : public DownstreamStream {
   awaitable<bool> wait_for_room() {
     const auto idle = conn_.worker_.limits().downstream_idle_timeout;
     for (int guard = 0; guard < 1 << 20; ++guard) {
-      if (closed_) co_return false;
+      // A stream that closed cleanly after its response ended delivered it all.
+      if (closed_) co_return response_ended_ && close_code_ == 0;
       if (conn_.codec_.unsent(id_) <= kStreamSendBuffer) co_return true;
       const auto deadline = idle.count() > 0 ? Clock::now() + idle : Clock::time_point::max();
       const bool woken = co_await writable_.wait(deadline);
@@ -258,6 +280,7 @@ class Http2Connection::Stream final : public DownstreamStream {
   bool closed_ = false;   // the codec closed the stream (both ends done, or a reset)
   std::uint32_t close_code_ = 0;
   bool body_ended_ = false;
+  bool expect_continue_ = false;  // the client sent Expect: 100-continue (answered on the first read)
   bool read_cancelled_ = false;
   bool response_ended_ = false;
   bool head_request_ = false;
@@ -321,6 +344,14 @@ void Http2Connection::end_all_streams() {
 
 void Http2Connection::on_request(std::int32_t id, const RequestHead& head) {
   ++streams_seen_;
+  // Streams the client reset leave the codec at once, their lifecycles only when the
+  // upstream answers: the limit counts what still runs, so that reset streams cannot
+  // pile up upstream requests beyond it (SPEC §7's answer: REFUSED_STREAM).
+  if (streams_.size() >= worker_.limits().h2_max_concurrent_streams) {
+    codec_.reset(id, h2_error::refused_stream);
+    kick();
+    return;
+  }
   auto s = std::make_shared<Stream>(*this, id, head);
   streams_.emplace(id, s);
   ++tasks_;
@@ -365,10 +396,36 @@ void Http2Connection::on_close(std::int32_t id, std::uint32_t code) {
 
 awaitable<void> Http2Connection::serve_stream(std::shared_ptr<Stream> s) {
   // The stream outlives its lifecycle even when a stopping worker destroys this
-  // frame (the parameter goes last).
-  RequestLifecycle lifecycle(*s);
-  co_await lifecycle.run();
+  // frame (the parameter goes last; nothing here runs then). If the lifecycle throws,
+  // the stream still ends (the connection waits for every stream).
+  try {
+    RequestLifecycle lifecycle(*s);
+    co_await lifecycle.run();
+  } catch (...) {
+  }
   stream_done(*s);
+  if (!s->closed() && codec_.unsent(s->id()) > 0) co_await linger(s);
+}
+
+awaitable<void> Http2Connection::linger(std::shared_ptr<Stream> s) {
+  // The lifecycle is done, its response's last bytes wait for the client's window: a
+  // client that takes nothing for downstream_idle_timeout has the stream reset (it
+  // would hold the stream's memory and a place in the stream limit).
+  ++tasks_;
+  const auto idle = worker_.limits().downstream_idle_timeout;
+  for (int guard = 0; guard < 1 << 20 && !s->closed() && !closing_; ++guard) {
+    const std::size_t before = codec_.unsent(s->id());
+    if (before == 0) break;
+    const bool progressed = co_await s->wait_progress(idle);
+    if (s->closed() || closing_) break;
+    if (!progressed && codec_.unsent(s->id()) >= before) {
+      codec_.reset(s->id(), h2_error::cancel);
+      kick();
+      break;
+    }
+  }
+  --tasks_;
+  all_done_.notify();
 }
 
 void Http2Connection::stream_done(Stream& stream) {

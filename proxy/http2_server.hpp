@@ -59,6 +59,7 @@ class Http2Connection final : public ServedConnection, private Http2ServerEvents
 
   awaitable<void> write_loop();
   awaitable<void> serve_stream(std::shared_ptr<Stream> s);
+  awaitable<void> linger(std::shared_ptr<Stream> s);
   void stream_done(Stream& s);
   void maybe_idle();  // no stream left: the idle timeout starts
   void go_away();     // GOAWAY with the last stream processed; open streams finish

@@ -157,6 +157,7 @@ struct Http2ServerCodec::Callbacks {
       return 0;
     }
     s->request.append(std::string_view(reinterpret_cast<const char*>(data), len));
+    nghttp2_session_consume_connection(c.session_, len);  // held against the stream's window only
     c.events_.on_body(stream);
     return 0;
   }
@@ -170,8 +171,6 @@ struct Http2ServerCodec::Callbacks {
     // A stream nghttp2 reset before its head was complete (a malformed request) was
     // never the adapter's. During on_close, take_body() still gives what was received.
     if (s.head_delivered) c.events_.on_close(stream, error_code);
-    // Bytes not taken go back to the connection window (the stream's is gone).
-    if (s.request.held() > 0) nghttp2_session_consume_connection(c.session_, s.request.held());
     c.streams_.erase(stream);
     return 0;
   }
@@ -183,7 +182,10 @@ struct Http2ServerCodec::Callbacks {
     auto& c = self(user);
     // Each DATA frame sent earns the client two WINDOW_UPDATEs outside the flood
     // budget (its stream's and the connection's): a fast download is not a flood.
-    if (frame->hd.type == NGHTTP2_DATA && frame->hd.length > 0) c.window_update_credit_ += 2;
+    if (frame->hd.type == NGHTTP2_DATA && frame->hd.length > 0) {
+      // (Capped: credit saved up by a long download is not a later flood's budget.)
+      c.window_update_credit_ = std::min<std::uint64_t>(c.window_update_credit_ + 2, 2 * c.limits_.max_control_frames_per_second);
+    }
     if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) {
       return 0;
@@ -286,7 +288,9 @@ bool Http2ServerCodec::receive(std::string_view bytes) {
     if (end_ != End::none && end_ != End::peer_goaway && end_ != End::shutdown) return false;
     if (refused_pending_) {
       refused_pending_ = false;
-      collect_output();  // sends the RST, which closes the refused stream
+      // The RST goes out (and closes the refused stream) even when the output is at
+      // its cap (control frames go before DATA: another cap's worth is enough).
+      h2::collect(session_, out_, out_.size() + kOutputCap);
     }
   }
   if (end_ != End::none && end_ != End::peer_goaway && end_ != End::shutdown) return false;

@@ -131,12 +131,9 @@ std::optional<BodyEvent> RecvBody::take(nghttp2_session* session, std::int32_t s
   if (!data_.empty()) {
     taken_.swap(data_);
     data_.clear();
-    // Taken: the peer may send as much again.
-    if (closing) {
-      nghttp2_session_consume_connection(session, taken_.size());
-    } else {
-      nghttp2_session_consume(session, stream, taken_.size());
-    }
+    // Taken: the peer may send as much again on this stream (the connection's window
+    // was given back when the bytes came; see the codecs' on_data_chunk).
+    if (!closing) nghttp2_session_consume_stream(session, stream, taken_.size());
     return BodyEvent{BodyEvent::Kind::data, taken_, {}};
   }
   if (end_ && !end_delivered_) {

@@ -84,8 +84,10 @@ class SendBody {
 };
 
 // The incoming body of a stream: bytes received and not yet taken, then its end with
-// trailers. Taking gives the bytes back to the peer's windows (automatic window
-// updates are off): what bounds memory is what the reader has not taken.
+// trailers. Taking gives the bytes back to the stream's window (automatic window
+// updates are off): what bounds memory is what the reader has not taken, at most a
+// stream window per stream. The connection's window is given back as bytes arrive
+// (the codecs do it), so that stalled streams do not stop the others.
 class RecvBody {
  public:
   void append(std::string_view bytes) { data_.append(bytes); }

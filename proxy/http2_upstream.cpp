@@ -50,8 +50,9 @@ class Http2UpstreamConnection::Exchange final : public UpstreamExchange {
   void body() { readable_.notify(); }
   void writable() { writable_.notify(); }
   void closed(std::uint32_t code, bool refused) {
+    if (closed_) return;  // the first cause stands (a later end of the connection is not it)
     // What was received and not taken is kept (bounded by the stream's window).
-    if (!closed_ && id_ >= 0) {
+    if (id_ >= 0) {
       for (int guard = 0; guard < 1 << 16; ++guard) {
         auto ev = conn_->codec_.take_body(id_);
         if (!ev) break;
@@ -121,7 +122,7 @@ class Http2UpstreamConnection::Exchange final : public UpstreamExchange {
         out = current_->head;
         co_return std::nullopt;
       }
-      if (closed_ || id_ < 0) co_return close_error();
+      if (closed_ || aborted_ || id_ < 0) co_return close_error();
       const bool woken = co_await readable_.wait(deadline);
       if (!woken && Clock::now() >= deadline && heads_.empty() && !closed_) {
         abandon();
@@ -135,7 +136,7 @@ class Http2UpstreamConnection::Exchange final : public UpstreamExchange {
   awaitable<BodyEvent> read_body(Clock::time_point deadline) override {
     for (int guard = 0; guard < 1 << 20; ++guard) {
       if (auto ev = next_body()) co_return *ev;
-      if (closed_) co_return BodyEvent{BodyEvent::Kind::reset, {}, {}, ResetCause::closed};
+      if (closed_ || aborted_) co_return BodyEvent{BodyEvent::Kind::reset, {}, {}, ResetCause::closed};
       const bool woken = co_await readable_.wait(deadline);
       if (!woken && Clock::now() >= deadline) {
         if (auto ev = next_body()) co_return *ev;
@@ -182,7 +183,9 @@ class Http2UpstreamConnection::Exchange final : public UpstreamExchange {
     writable_.notify();
   }
 
-  bool reused() const override { return reused_; }
+  // For the lifecycle's "stale pooled connection" retry: a stream the server reset is
+  // not that (only a connection that ended under it is).
+  bool reused() const override { return reused_ && close_code_ == 0; }
   bool wrote_any() const override { return wrote_any_; }
   bool reusable() const override { return response_done_ && !aborted_; }
   bool release_shared(std::chrono::milliseconds idle_timeout) override {

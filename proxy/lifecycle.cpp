@@ -590,9 +590,10 @@ awaitable<void> RequestLifecycle::forward() {
                                                                   : "the request body stalled");
       co_return;
     }
-    if (err && err->kind == ErrorKind::upstream_refused && fresh_retries < 3) {
+    if (err && err->kind == ErrorKind::upstream_refused && fresh_retries < 3 && replayable()) {
       // SPEC §7: a stream the server refused or left unprocessed (REFUSED_STREAM, a
-      // GOAWAY) goes to another connection whatever the retry policy says.
+      // GOAWAY) goes to another connection whatever the retry policy says (when the
+      // body can be sent again whole).
       ++fresh_retries;
       tried.pop_back();
       up.reset();
@@ -637,6 +638,8 @@ awaitable<void> RequestLifecycle::forward() {
     const bool grpc_retry = req_.grpc && grpc_status_ && target_.retry.retries_grpc(*grpc_status_);
     if ((target_.retry.retries_status(rh.status) || grpc_retry) && can_retry()) {
       grpc_status_.reset();
+      // The upload's last step may still be under way on this exchange: it ends first.
+      if (uploading_) co_await finish_upload(*up, true);
       up.reset();  // not reading the rest of this response: the connection cannot be reused
       retry_counted();
       co_await backoff(attempt);

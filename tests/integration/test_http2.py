@@ -785,6 +785,16 @@ class FlowControl(Base):
         self.assertEqual(len(r.data), n)
         self.assertEqual(bytes(r.data[:100]), b"x" * 100)
         self.assertEqual(r.field("content-length"), str(n))
+        # meshd saw the response through to its end (not cut after its head: the last
+        # piece waits for the client's window, and the stream's clean close is success).
+        lines = []
+        for _ in range(100):  # bounded: the line is written just after the response
+            with open(self.access_log) as f:
+                lines = [l for l in f.read().splitlines() if f"/big/{n}" in l]
+            if lines:
+                break
+            time.sleep(0.02)
+        self.assertTrue(lines and f'"GET /big/{n} HTTP/2" 200 - ' in lines[0], lines)
 
     def test_slow_reader_holds_the_window_not_memory(self):
         m = self.start()
@@ -949,6 +959,40 @@ class Abuse(Base):
         self.assertEqual(c.terminated.error_code, ENHANCE_YOUR_CALM)
         # Other connections are served.
         self.assertEqual(h2_get(m.port("egress"), "/next", "direct.local").status, 200)
+
+    def test_reset_streams_still_running_upstream_count_toward_the_stream_limit(self):
+        # Streams reset by the client leave the codec at once; their requests keep
+        # running upstream (a /sleep). Below the rapid-reset rate, they must still count
+        # toward the advertised limit: beyond it new streams are refused, so a client
+        # cannot pile up upstream requests by resetting what it opened.
+        m = self.start(extra_args=("--set", "h2_max_concurrent_streams=10"))
+        c = self.client(m.port("egress"))
+        self.assertTrue(c.wait(lambda: c.remote_settings, 3))
+        opened = []
+        for i in range(25):
+            sid = c.conn.get_next_available_stream_id()
+            c.responses[sid] = Response()
+            c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "direct.local"),
+                                      (":path", f"/sleep/1500?n={i}")], end_stream=True)
+            c.flush()
+            opened.append(sid)
+            c.pump(0.02)  # meshd starts its lifecycle before the reset comes
+            try:
+                c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+            except h2.exceptions.StreamClosedError:
+                pass  # meshd refused it already
+            c.flush()
+            c.pump(0.02)
+        time.sleep(0.5)
+        refused = [sid for sid in opened if c.responses[sid].reset == REFUSED_STREAM]
+        self.assertGreaterEqual(len(refused), 10, {sid: c.responses[sid].reset for sid in opened})
+        started = [r for r in self.all_requests() if r["path"].startswith("/sleep/1500")]
+        self.assertLessEqual(len(started), 10, [r["path"] for r in started])
+        self.assertGreaterEqual(len(started), 5)  # the first ones did start
+        self.assertIsNone(c.terminated)  # below the reset rate: no GOAWAY
+        # Once those requests end, streams are taken again.
+        time.sleep(1.5)
+        self.assertEqual(c.get("/after", "direct.local").status, 200)
 
     def test_garbage_after_the_preface_gets_protocol_error(self):
         m = self.start()

@@ -188,8 +188,8 @@ class Http2UpstreamConnection::Exchange final : public UpstreamExchange {
   bool reused() const override { return reused_ && close_code_ == 0; }
   bool wrote_any() const override { return wrote_any_; }
   bool reusable() const override { return response_done_ && !aborted_; }
-  bool release_shared(std::chrono::milliseconds idle_timeout) override {
-    conn_->idle_timeout = idle_timeout;
+  bool release_shared(std::chrono::milliseconds keep_for) override {
+    conn_->idle_timeout = keep_for;
     return true;
   }
 

@@ -10,7 +10,7 @@ cmake -S tests/fuzz -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang-14 -DCMAKE_C
 cmake --build build-fuzz -j "${MESHD_JOBS:-2}" >&2
 mkdir -p build-fuzz/crashes
 status=0
-for target in http1_request http1_response http2_server mesh_loader route_match; do
+for target in http1_request http1_response http2_server http2_client mesh_loader route_match; do
   work=$(mktemp -d)
   cp -r "tests/fuzz/corpus/$target/." "$work/"
   echo "=== fuzz_$target for ${seconds}s"

@@ -70,7 +70,6 @@ class Http2UpstreamConnection::Exchange final : public UpstreamExchange {
     readable_.notify();
     writable_.notify();
   }
-  void written() { wrote_any_ = wrote_any_ || id_ >= 0; }
 
   // UpstreamExchange
   awaitable<std::optional<Error>> send_head(const OutgoingRequest& r, std::string_view body, bool end) override {
@@ -84,6 +83,7 @@ class Http2UpstreamConnection::Exchange final : public UpstreamExchange {
       co_return Error{ErrorKind::upstream_refused, true, c.endpoint_->text + " takes no more streams on this connection"};
     }
     c.exchanges_.emplace(id_, this);
+    writes_at_head_ = c.writes_;
     if (!last) {
       if (body.empty()) {
         if (end) c.codec_.submit_data(id_, {}, true);
@@ -186,7 +186,9 @@ class Http2UpstreamConnection::Exchange final : public UpstreamExchange {
   // For the lifecycle's "stale pooled connection" retry: a stream the server reset is
   // not that (only a connection that ended under it is).
   bool reused() const override { return reused_ && close_code_ == 0; }
-  bool wrote_any() const override { return wrote_any_; }
+  // Some write of the connection completed after this stream's head was submitted
+  // (the writer sends what the codec has in order, so the head went with it).
+  bool wrote_any() const override { return id_ >= 0 && conn_->writes_ > writes_at_head_; }
   bool reusable() const override { return response_done_ && !aborted_; }
   bool release_shared(std::chrono::milliseconds keep_for) override {
     conn_->idle_timeout = keep_for;
@@ -205,7 +207,7 @@ class Http2UpstreamConnection::Exchange final : public UpstreamExchange {
       return Error{ErrorKind::upstream_refused, true, ep + " refused the stream unprocessed"};
     }
     if (aborted_) return Error{ErrorKind::upstream_reset, false, ep + ": the exchange was abandoned"};
-    if (close_code_ == 0) return Error{ErrorKind::upstream_reset, !wrote_any_, ep + " closed the connection"};
+    if (close_code_ == 0) return Error{ErrorKind::upstream_reset, !wrote_any(), ep + " closed the connection"};
     return Error{ErrorKind::upstream_reset, false,
                  ep + " reset the stream (HTTP/2 error " + std::to_string(close_code_) + ")"};
   }
@@ -248,7 +250,7 @@ class Http2UpstreamConnection::Exchange final : public UpstreamExchange {
   bool response_done_ = false;
   bool aborted_ = false;
   bool reused_ = false;
-  bool wrote_any_ = false;
+  std::uint64_t writes_at_head_ = 0;  // the connection's completed writes when the head was submitted
 };
 
 Http2UpstreamConnection::Http2UpstreamConnection(asio::any_io_executor ex, std::shared_ptr<mesh::Endpoint> ep,
@@ -393,7 +395,7 @@ awaitable<void> Http2UpstreamConnection::write_loop(std::shared_ptr<Http2Upstrea
       auto [ec, n] = co_await stream_.async_write(asio::buffer(out.data(), out.size()));
       watchdog_.disarm(Watchdog::write);
       if (ec) break;
-      for (auto& [id, x] : exchanges_) x->written();
+      ++writes_;
       continue;
     }
     if (closed_ || codec_.finished()) break;

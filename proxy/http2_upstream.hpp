@@ -88,6 +88,7 @@ class Http2UpstreamConnection final : public std::enable_shared_from_this<Http2U
   Clock::time_point last_read_ = Clock::now();
   std::optional<Clock::time_point> ping_sent_;
   std::int32_t goaway_last_ = 0x7fffffff;
+  std::uint64_t writes_ = 0;  // writes completed (an exchange's wrote_any())
   bool connected_ = false;
   bool used_ = false;  // an exchange was opened before (the next one is "reused")
   bool retired_ = false;

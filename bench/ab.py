@@ -33,7 +33,7 @@ def main():
     procs = []
     try:
         upstream_port = int(up.stdout.readline())
-        mesh = write_bench_mesh(tmp, upstream_port)
+        mesh = write_bench_mesh(tmp, upstream_port, http2=False)  # OLD may predate HTTP/2
         for binary in args.binaries:
             port = free_port()
             p = subprocess.Popen(["taskset", "-c", "0", binary, "run", "--mesh", mesh, "--node", "bench", "--workers", "1",

@@ -66,36 +66,33 @@ class Proxy:
             self.proc.kill()
 
 
-def write_bench_mesh(tmp, upstream_port):
+def write_bench_mesh(tmp, upstream_port, http2=True):
     """The mesh every benchmark runs meshd on: node `bench` calls svc.local, served by
-    one static endpoint (bench_upstream). Returns the file's path."""
-    mesh = os.path.join(tmp, "mesh.yaml")
-    with open(mesh, "w") as f:
-        f.write(f"""mesh: {{name: bench}}
+    one static endpoint (bench_upstream); with `http2`, also h2.local and grpc.local
+    (listeners http2 and grpc, the same endpoint). bench/ab.py leaves them out, so
+    that builds from before HTTP/2 run it too. Returns the file's path."""
+    names = ["svc.local"] + (["h2.local", "grpc.local"] if http2 else [])
+    backends = "".join(f"\n        - {{virtualService: {{virtualServiceName: {n}}}}}" for n in names)
+    nodes = [("origin", "http", "svc.local")] + ([("origin-h2", "http2", "h2.local"),
+                                                  ("origin-grpc", "grpc", "grpc.local")] if http2 else [])
+    text = f"""mesh: {{name: bench}}
 virtualNodes:
   - name: bench
     spec:
-      backends:
-        - {{virtualService: {{virtualServiceName: svc.local}}}}
-        - {{virtualService: {{virtualServiceName: h2.local}}}}
-        - {{virtualService: {{virtualServiceName: grpc.local}}}}
-  - name: origin
+      backends:{backends}
+"""
+    for node, protocol, _ in nodes:
+        text += f"""  - name: {node}
     spec:
-      listeners: [{{portMapping: {{port: 8080, protocol: http}}}}]
+      listeners: [{{portMapping: {{port: 8080, protocol: {protocol}}}}}]
       serviceDiscovery: {{static: {{endpoints: [{{address: 127.0.0.1, port: {upstream_port}}}]}}}}
-  - name: origin-h2
-    spec:
-      listeners: [{{portMapping: {{port: 8080, protocol: http2}}}}]
-      serviceDiscovery: {{static: {{endpoints: [{{address: 127.0.0.1, port: {upstream_port}}}]}}}}
-  - name: origin-grpc
-    spec:
-      listeners: [{{portMapping: {{port: 8080, protocol: grpc}}}}]
-      serviceDiscovery: {{static: {{endpoints: [{{address: 127.0.0.1, port: {upstream_port}}}]}}}}
-virtualServices:
-  - {{name: svc.local, spec: {{provider: {{virtualNode: {{virtualNodeName: origin}}}}}}}}
-  - {{name: h2.local, spec: {{provider: {{virtualNode: {{virtualNodeName: origin-h2}}}}}}}}
-  - {{name: grpc.local, spec: {{provider: {{virtualNode: {{virtualNodeName: origin-grpc}}}}}}}}
-""")
+"""
+    text += "virtualServices:\n"
+    for node, _, service in nodes:
+        text += f"  - {{name: {service}, spec: {{provider: {{virtualNode: {{virtualNodeName: {node}}}}}}}}}\n"
+    mesh = os.path.join(tmp, "mesh.yaml")
+    with open(mesh, "w") as f:
+        f.write(text)
     return mesh
 
 
